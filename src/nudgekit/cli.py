@@ -1,0 +1,142 @@
+"""The ``nudgekit`` command line: a thin layer over :mod:`nudgekit.pipeline`.
+
+Each command parses its options, calls one library function and prints. Errors in the
+input are printed as one line on stderr with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="nudgekit",
+    help="Fine-tune embeddings for k-NN retrieval without touching the model (NUDGE).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar on a terminal; nothing when piped or with --quiet."""
+    if quiet or not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        yield update
+
+
+def _fail(error: Exception) -> None:
+    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def fit(
+    dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write embeddings.npy and fit.json.")],
+    method: Annotated[str, typer.Option(help="nudge-n or nudge-m.")] = "nudge-n",
+    gamma: Annotated[
+        float | None, typer.Option(help="Fixed step size γ (skips the validation search).")
+    ] = None,
+    val_k: Annotated[int, typer.Option(help="NUDGE-N: pick γ by top-k validation accuracy.")] = 1,
+    device: Annotated[
+        str | None, typer.Option(help="cpu (numpy, default), torch, cuda, cuda:N ...")
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Fit NUDGE on the train/val splits; write new embeddings and a fit report."""
+    from nudgekit.pipeline import fit_dataset
+
+    try:
+        with _progress(quiet) as progress:
+            report = fit_dataset(
+                dataset_dir,
+                out,
+                method=method,
+                gamma=gamma,
+                val_k=val_k,
+                device=device,
+                progress=progress,
+            )
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        _fail(error)
+    if not quiet:
+        acc = report["validation_accuracy"]
+        err.print(
+            f"{report['method']}: γ = {report['gamma']:.6g}, "
+            f"{report['n_changed']:,} of {report['n_records']:,} records changed"
+            + (f", validation accuracy {acc:.4f}" if acc is not None else "")
+            + f", {report['timings_s']['total']:.2f} s → {out}",
+            highlight=False,
+        )
+
+
+@app.command("eval")
+def evaluate(
+    dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
+    embeddings: Annotated[
+        Path | None, typer.Option(help="N × d .npy to score (default: the raw corpus).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Which split's queries to evaluate.")] = "test",
+    k: Annotated[int, typer.Option(help="Cut-off for ndcg/recall/mrr.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Exact inner-product k-NN retrieval quality on a split (default: test)."""
+    from nudgekit.pipeline import evaluate_dataset
+
+    try:
+        with _progress(quiet) as progress:
+            result = evaluate_dataset(
+                dataset_dir, embeddings=embeddings, split=split, k=k, progress=progress
+            )
+    except (ValueError, FileNotFoundError) as error:
+        _fail(error)
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    table = Table(title=f"{split} split, {'raw corpus' if embeddings is None else embeddings}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4f}")
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

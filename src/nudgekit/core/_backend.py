@@ -1,0 +1,139 @@
+"""One array vocabulary for numpy (CPU) and torch (CPU or CUDA).
+
+The NUDGE algorithms are written once against :class:`Backend`; only the handful of
+operations whose spelling differs between numpy and torch live here (the idea of
+scikit-learn's array-API dispatch, without its dependency). Heavy dense work (matrix
+products, element-wise updates, reductions) runs on the backend's device; small ragged
+bookkeeping (candidate lists, interval sweeps) comes back to numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+Array = Any  # np.ndarray or torch.Tensor
+
+
+class Backend:
+    """numpy implementation; :class:`TorchBackend` overrides what torch spells differently."""
+
+    name = "numpy"
+
+    def asarray(self, x: np.ndarray, dtype: Any = np.float32) -> Array:
+        return np.ascontiguousarray(x, dtype=dtype)
+
+    def index(self, x: np.ndarray) -> Array:
+        """An integer index array usable to index backend arrays."""
+        return np.asarray(x, dtype=np.int64)
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        return np.asarray(x)
+
+    def full(self, shape: tuple[int, ...], value: float) -> Array:
+        return np.full(shape, value, dtype=np.float32)
+
+    def concat(self, xs: list[Array], axis: int = 0) -> Array:
+        return np.concatenate(xs, axis=axis)
+
+    def amax(self, x: Array, axis: int) -> Array:
+        return x.max(axis=axis)
+
+    def amin(self, x: Array, axis: int) -> Array:
+        return x.min(axis=axis)
+
+    def any(self, x: Array, axis: int) -> Array:
+        return x.any(axis=axis)
+
+    def maximum(self, a: Array, b: Array) -> Array:
+        return np.maximum(a, b)
+
+    def row_norms(self, x: Array) -> Array:
+        return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+    def where(self, cond: Array, a: Array | float, b: Array | float) -> Array:
+        return np.where(cond, a, b)
+
+    def nonzero(self, mask: Array) -> tuple[Array, ...]:
+        return np.nonzero(mask)
+
+    def top_k_values(self, x: Array, k: int) -> Array:
+        """The ``k`` largest values of each row, in no particular order."""
+        if k >= x.shape[1]:
+            return x
+        return np.partition(x, x.shape[1] - k, axis=1)[:, x.shape[1] - k :]
+
+
+class TorchBackend(Backend):
+    """torch on any device (``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...)."""
+
+    name = "torch"
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+
+    def asarray(self, x: np.ndarray, dtype: Any = np.float32) -> Array:
+        t = self.torch.from_numpy(np.ascontiguousarray(x, dtype=dtype))
+        return t.to(self.device)
+
+    def index(self, x: np.ndarray) -> Array:
+        return self.torch.from_numpy(np.asarray(x, dtype=np.int64)).to(self.device)
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    def full(self, shape: tuple[int, ...], value: float) -> Array:
+        return self.torch.full(shape, value, dtype=self.torch.float32, device=self.device)
+
+    def concat(self, xs: list[Array], axis: int = 0) -> Array:
+        return self.torch.cat(xs, dim=axis)
+
+    def amax(self, x: Array, axis: int) -> Array:
+        return self.torch.amax(x, dim=axis)
+
+    def amin(self, x: Array, axis: int) -> Array:
+        return self.torch.amin(x, dim=axis)
+
+    def any(self, x: Array, axis: int) -> Array:
+        return self.torch.any(x, dim=axis)
+
+    def maximum(self, a: Array, b: Array) -> Array:
+        return self.torch.maximum(a, b)
+
+    def row_norms(self, x: Array) -> Array:
+        return self.torch.linalg.vector_norm(x, dim=1)
+
+    def where(self, cond: Array, a: Array | float, b: Array | float) -> Array:
+        return self.torch.where(cond, a, b)
+
+    def nonzero(self, mask: Array) -> tuple[Array, ...]:
+        return self.torch.nonzero(mask, as_tuple=True)
+
+    def top_k_values(self, x: Array, k: int) -> Array:
+        if k >= x.shape[1]:
+            return x
+        return self.torch.topk(x, k, dim=1, sorted=False).values
+
+
+def get_backend(device: str | None = None) -> Backend:
+    """Pick the array library from a device name.
+
+    ``None``, ``"numpy"`` and ``"cpu"`` run on numpy. ``"torch"`` runs torch on the CPU,
+    ``"torch:DEV"`` torch on ``DEV``; any other name (``"cuda"``, ``"cuda:1"``, ``"mps"``)
+    is taken as a torch device.
+    """
+    if device is None or device in ("numpy", "cpu"):
+        return Backend()
+    try:
+        import torch  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"device={device!r} needs PyTorch; install it (pip install torch) or use device='cpu'"
+        ) from err
+    if device == "torch":
+        return TorchBackend("cpu")
+    return TorchBackend(device.removeprefix("torch:"))

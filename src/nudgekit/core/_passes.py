@@ -1,0 +1,106 @@
+"""The two pieces of NUDGE that touch data at scale: G, and one pass over the corpus.
+
+* :func:`query_sums` — G_i = Σ_{j: i ∈ Y_j} q_j, the sum of the training queries that
+  record i answers (the direction NUDGE moves record i in; paper §3, eq. for G).
+* :func:`top_k_excluding` — for each validation query, its ``k`` best scores among the
+  records that NUDGE leaves alone. Those records never move, so this is all the
+  validation search ever needs from them: one blocked pass, never repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from nudgekit.core._backend import Backend
+from nudgekit.core._checks import check_rows
+from nudgekit.core._relevance import Relevance
+
+Progress = Callable[[int], None]
+
+
+def query_sums(queries: np.ndarray, relevance: Relevance) -> tuple[np.ndarray, np.ndarray]:
+    """G for the records some training query points to.
+
+    Returns ``(rows, G)``: the sorted corpus rows that answer at least one query and, for
+    each, the sum of those queries (float32, shape ``(len(rows), d)``). A sparse product:
+    the work is proportional to the number of labels, not to the corpus.
+    """
+    query = relevance.query_of_entry()
+    order = np.argsort(relevance.indices, kind="stable")
+    records = relevance.indices[order]
+    if len(records) == 0:
+        return np.empty(0, dtype=np.int64), np.empty((0, queries.shape[1]), dtype=np.float32)
+    starts = np.flatnonzero(np.r_[True, records[1:] != records[:-1]])
+    sums = np.add.reduceat(queries[query[order]].astype(np.float64), starts, axis=0)
+    return records[starts], sums.astype(np.float32)
+
+
+def normalized_rows(corpus: np.ndarray, rows: np.ndarray, name: str = "corpus") -> np.ndarray:
+    """Corpus rows ``rows`` (sorted), checked and L2-normalised, as float32."""
+    block = np.array(corpus[rows], dtype=np.float32).reshape(len(rows), corpus.shape[1])
+    block /= check_rows(block, name, rows=rows)[:, None].astype(np.float32)
+    return block
+
+
+def top_k_excluding(
+    xp: Backend,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    excluded: np.ndarray,
+    k: int,
+    *,
+    block_rows: int = 8192,
+    query_block: int = 2048,
+    progress: Progress | None = None,
+    name: str = "corpus",
+) -> np.ndarray:
+    """The ``k`` best scores of each query among the L2-normalised corpus rows not excluded.
+
+    Parameters
+    ----------
+    xp : Backend
+        Where the products run.
+    queries : float32 array, shape (V, d)
+    corpus : array-like, shape (N, d)
+        float16/32, may be a read-only ``np.memmap``; read once, block by block. Each block
+        is checked (NaN/inf, all-zero rows) as it is read.
+    excluded : int array
+        Sorted corpus rows to leave out (the records NUDGE may move or that answer a query).
+    k : int
+    block_rows, query_block : int
+        Peak working memory is about ``block_rows × (d + query_block)`` floats.
+
+    Returns
+    -------
+    float32 array, shape (V, k)
+        Scores sorted in descending order; ``-inf`` where fewer than ``k`` rows remain.
+    """
+    n, n_queries = corpus.shape[0], queries.shape[0]
+    q = xp.asarray(queries)
+    best = xp.full((n_queries, k), -np.inf)
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        raw = np.array(corpus[start:stop], dtype=np.float32)
+        norms = check_rows(raw, name, offset=start)
+        raw /= norms[:, None].astype(np.float32)
+        x_t = xp.asarray(raw).T
+        lo, hi = np.searchsorted(excluded, [start, stop])
+        cols = xp.index(excluded[lo:hi] - start)
+        for q0 in range(0, n_queries, query_block):
+            scores = q[q0 : q0 + query_block] @ x_t
+            if hi > lo:
+                scores[:, cols] = -np.inf
+            if k == 1:
+                best[q0 : q0 + query_block, 0] = xp.maximum(
+                    best[q0 : q0 + query_block, 0], xp.amax(scores, axis=1)
+                )
+            else:
+                best[q0 : q0 + query_block] = xp.top_k_values(
+                    xp.concat([best[q0 : q0 + query_block], scores], axis=1), k
+                )
+        if progress is not None:
+            progress(stop - start)
+    out = xp.to_numpy(best)
+    return -np.sort(-out, axis=1)

@@ -1,0 +1,164 @@
+"""NUDGE-N: unit-norm outputs, ‖Δ_i‖² ≤ γ, closed form per record (paper §3.3).
+
+With v = X_i (unit), c = G_i and z the unit component of c orthogonal to v, the optimum is
+
+    X̂_i = (1 − γ/2)·v + ½·√(γ(4 − γ))·z,   or X̂_i = ĉ when v·ĉ ≥ 1 − γ/2,
+
+i.e. v rotated towards ĉ by an angle whose chord is √γ, stopping at ĉ. Written in v and c,
+X̂_i = α_i(γ)·v + β_i(γ)·c, so a validation score q·X̂_i is α_i·(q·v) + β_i·(q·c): with
+S = Q·Vᵀ and T = Q·Cᵀ computed once, trying a γ costs O(queries × records that can move),
+not a pass over the corpus. γ is picked from a grid by top-``k`` validation accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nudgekit.core._backend import Backend
+from nudgekit.core._relevance import Relevance
+
+#: The reference's grid (nudge-ft 0.1.2): 0, 0.02, ..., 0.48, generated the same way.
+DEFAULT_GAMMAS: tuple[float, ...] = tuple(0.02 * x for x in range(25))
+
+#: c is taken as parallel to v when its orthogonal part holds less than this share of ‖c‖².
+PARALLEL_TOL = 1e-10
+
+
+@dataclass(frozen=True)
+class MoveGeometry:
+    """Per-record scalars of NUDGE-N: v·c, c·c, and which records may move at all.
+
+    A record moves only where c ≠ 0, c is not parallel to v, and v·c ≥ 0 — the reference
+    (nudge-ft) leaves records whose queries point away from them (v·c < 0) unchanged.
+    """
+
+    vc: np.ndarray
+    cc: np.ndarray
+    movable: np.ndarray
+
+    @classmethod
+    def of(cls, v: np.ndarray, c: np.ndarray) -> MoveGeometry:
+        vc = np.einsum("ij,ij->i", v, c, dtype=np.float64)
+        cc = np.einsum("ij,ij->i", c, c, dtype=np.float64)
+        ortho = cc - vc**2
+        movable = (cc > 0) & (ortho > PARALLEL_TOL * cc) & (vc >= 0)
+        return cls(vc, cc, movable)
+
+
+def coefficients(geometry: MoveGeometry, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """α_i(γ), β_i(γ) with X̂_i = α_i·v_i + β_i·c_i (float64; α=1, β=0 where nothing moves)."""
+    vc, cc, movable = geometry.vc, geometry.cc, geometry.movable
+    alpha = np.ones_like(vc)
+    beta = np.zeros_like(vc)
+    if gamma == 0:
+        return alpha, beta
+    m = movable
+    ortho = np.sqrt(np.maximum(cc[m] - vc[m] ** 2, 0.0))
+    half_chord = 0.5 * np.sqrt(gamma * (4.0 - gamma))
+    a = (1.0 - gamma / 2.0) - half_chord * vc[m] / ortho
+    b = half_chord / ortho
+    # past ĉ the rotation stops at ĉ itself
+    capped = vc[m] / np.sqrt(cc[m]) >= 1.0 - gamma / 2.0
+    a = np.where(capped, 0.0, a)
+    b = np.where(capped, 1.0 / np.sqrt(cc[m]), b)
+    alpha[m], beta[m] = a, b
+    return alpha, beta
+
+
+def apply_update(v: np.ndarray, c: np.ndarray, geometry: MoveGeometry, gamma: float) -> np.ndarray:
+    """X̂ = α·v + β·c for the given records (float32)."""
+    alpha, beta = coefficients(geometry, gamma)
+    out = alpha[:, None] * v.astype(np.float64) + beta[:, None] * c.astype(np.float64)
+    return out.astype(np.float32)
+
+
+def validation_accuracy(
+    xp: Backend,
+    queries: np.ndarray,
+    v: np.ndarray,
+    c: np.ndarray,
+    geometry: MoveGeometry,
+    fixed_top: np.ndarray,
+    relevance: Relevance,
+    gammas: tuple[float, ...],
+    k: int,
+    *,
+    block_elements: int = 1 << 24,
+) -> np.ndarray:
+    """Mean top-``k`` validation accuracy for each γ in ``gammas``.
+
+    Accuracy of a query is |top-k ∩ relevant| / min(|relevant|, k), as in nudge-ft.
+
+    Parameters
+    ----------
+    queries : float32 (V, d)
+    v, c : float32 (L, d)
+        The tracked records — every record that can move or answers a validation query —
+        unit-normalised, and their G (zero where nothing moves).
+    fixed_top : float32 (V, k)
+        Each query's best ``k`` scores among all other records, descending
+        (:func:`nudgekit.core._passes.top_k_excluding`); none of them is relevant.
+    relevance : Relevance over the L tracked records
+    block_elements : int
+        Queries are processed in blocks of about ``block_elements / L`` so working memory
+        stays bounded whatever the number of queries.
+
+    Notes
+    -----
+    Ranking ties are broken in favour of relevant records (as NUDGE-M's "ties count as
+    correct"). Only tracked records scoring at least the k-th fixed score can enter the
+    top-k, so each γ ranks a few candidates per query instead of all L records.
+    """
+    n_queries, n_tracked = queries.shape[0], v.shape[0]
+    coeffs = [tuple(xp.asarray(a) for a in coefficients(geometry, g)) for g in gammas]
+    v_t, c_t = xp.asarray(v).T, xp.asarray(c).T
+    counts = np.minimum(relevance.counts(), k).astype(np.float64)
+    rel_keys = relevance.query_of_entry() * n_tracked + relevance.indices  # sorted
+    hits = np.zeros((len(gammas), n_queries), dtype=np.float64)
+    step = max(1, block_elements // max(n_tracked, 1))
+    for q0 in range(0, n_queries, step):
+        q1 = min(q0 + step, n_queries)
+        qb = xp.asarray(queries[q0:q1])
+        s, t = qb @ v_t, qb @ c_t
+        fixed = fixed_top[q0:q1]
+        threshold = xp.asarray(fixed[:, k - 1 : k])
+        for gi, (alpha, beta) in enumerate(coeffs):
+            scores = s * alpha + t * beta
+            rows, cols = xp.nonzero(scores >= threshold)
+            cand_scores = xp.to_numpy(scores[rows, cols])
+            hits[gi, q0:q1] = _hits_at_k(
+                xp.to_numpy(rows), xp.to_numpy(cols), cand_scores, fixed, q0, rel_keys, n_tracked, k
+            )
+    return (hits / counts).mean(axis=1)
+
+
+def _hits_at_k(
+    rows: np.ndarray,
+    cols: np.ndarray,
+    scores: np.ndarray,
+    fixed: np.ndarray,
+    q0: int,
+    rel_keys: np.ndarray,
+    n_tracked: int,
+    k: int,
+) -> np.ndarray:
+    """Relevant records in each query's top-k, from candidate (row, col, score) triplets.
+
+    ``rows`` are positions within the block of queries that starts at query ``q0``.
+    """
+    keys = (rows + q0) * n_tracked + cols
+    pos = np.searchsorted(rel_keys, keys)
+    relevant = (pos < len(rel_keys)) & (rel_keys[np.minimum(pos, len(rel_keys) - 1)] == keys)
+    n_block = fixed.shape[0]
+    all_rows = np.concatenate([rows, np.repeat(np.arange(n_block), k)])
+    all_scores = np.concatenate([scores.astype(np.float64), fixed.reshape(-1)])
+    all_rel = np.concatenate([relevant, np.zeros(n_block * k, dtype=bool)])
+    # rank within each query: score descending, relevant first among equal scores
+    order = np.lexsort((~all_rel, -all_scores, all_rows))
+    sorted_rows = all_rows[order]
+    first = np.searchsorted(sorted_rows, sorted_rows, side="left")
+    rank = np.arange(len(order)) - first
+    top_rel = (rank < k) & all_rel[order]
+    return np.bincount(sorted_rows[top_rel], minlength=n_block).astype(np.float64)

@@ -1,0 +1,171 @@
+"""Whole jobs on an embedded dataset directory: fit NUDGE, evaluate embeddings.
+
+Each CLI command calls exactly one function here, so everything the CLI can do is also
+a Python call.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nudgekit import __version__
+from nudgekit.core import NudgeM, NudgeN
+from nudgekit.core._checks import check_rows
+from nudgekit.core._estimators import ProgressCallback, phase_counter
+from nudgekit.dataset import load_dataset, load_matrix, write_embeddings, write_json
+from nudgekit.metrics import retrieval_metrics
+from nudgekit.retrieval import search
+
+METHODS: dict[str, Callable[..., NudgeM | NudgeN]] = {"nudge-n": NudgeN, "nudge-m": NudgeM}
+
+
+def fit_dataset(
+    dataset_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    method: str = "nudge-n",
+    gamma: float | None = None,
+    val_k: int = 1,
+    device: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Fit NUDGE on a dataset's train/val splits and write the new embeddings.
+
+    Writes ``out_dir/embeddings.npy`` (float32, N × d, corpus row order) and
+    ``out_dir/fit.json`` (method, γ, validation curve, changed rows, timings, versions),
+    and returns the ``fit.json`` content. Nothing is written if any input is bad.
+    """
+    started = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if method == "nudge-m" and val_k != 1:
+        raise ValueError("--val-k applies to nudge-n only (NUDGE-M maximises top-1 accuracy)")
+    tick = time.perf_counter()
+    data = load_dataset(dataset_dir)
+    train = data.split("train")
+    val = data.split("val") if gamma is None else None
+    load_s = time.perf_counter() - tick
+
+    kwargs: dict[str, Any] = {"gamma": gamma, "device": device}
+    if method == "nudge-n":
+        kwargs["val_k"] = val_k
+    model = METHODS[method](**kwargs)
+    model.fit(
+        data.corpus,
+        train.queries,
+        train.relevance,
+        val.queries if val else None,
+        val.relevance if val else None,
+        progress=progress,
+    )
+
+    tick = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_embeddings(
+        out / "embeddings.npy",
+        _reporting(model.iter_transform(data.corpus), progress, data.n_records),
+        (data.n_records, data.dim),
+    )
+    write_s = time.perf_counter() - tick
+
+    curve = model.validation_curve_
+    report: dict[str, Any] = {
+        "method": method,
+        "gamma": model.gamma_,
+        "gamma_searched": gamma is None,
+        "val_k": val_k if method == "nudge-n" else 1,
+        "validation_accuracy": _accuracy_at(curve, model.gamma_),
+        "validation_curve": curve,
+        "n_changed": model.n_changed_,
+        "n_records": data.n_records,
+        "dim": data.dim,
+        "n_train_queries": len(train.query_ids),
+        "n_val_queries": len(val.query_ids) if val else 0,
+        "device": device or "cpu",
+        "dataset": str(Path(dataset_dir).resolve()),
+        "embeddings": str((out / "embeddings.npy").resolve()),
+        "model": data.meta.get("model"),
+        "timings_s": {"load": load_s, **model.timings_, "write": write_s},
+        "versions": versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    report["timings_s"]["total"] = time.perf_counter() - started
+    write_json(out / "fit.json", report)
+    return report
+
+
+def evaluate_dataset(
+    dataset_dir: str | os.PathLike[str],
+    *,
+    embeddings: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    k: int = 10,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Exact inner-product k-NN retrieval quality of a split's queries.
+
+    Scores ``embeddings`` (an N × d ``.npy`` in corpus row order) or, without it, the raw
+    corpus. Returns ``ndcg@k``, ``recall@k``, ``r_cap@k``, ``mrr@k``, ``map@100``,
+    ``accuracy@1`` and friends.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    data = load_dataset(dataset_dir)
+    chosen = data.split(split)
+    corpus = data.corpus
+    if embeddings is not None:
+        corpus = load_matrix(Path(embeddings))
+        if corpus.shape != data.corpus.shape:
+            raise ValueError(
+                f"{embeddings}: shape {corpus.shape} does not match the corpus {data.corpus.shape}"
+            )
+    check_rows(chosen.queries, f"split {split!r} queries")
+    ks = sorted({1, k, 100})
+    _, indices = search(
+        chosen.queries,
+        corpus,
+        max(ks),
+        progress=None if progress is None else lambda done: progress("search", done, len(corpus)),
+    )
+    metrics = retrieval_metrics(indices, chosen.relevance, ks=ks)
+    return {
+        "split": split,
+        "embeddings": str(embeddings) if embeddings is not None else None,
+        **metrics,
+    }
+
+
+def versions() -> dict[str, str]:
+    found = {"nudgekit": __version__, "numpy": np.__version__, "python": platform.python_version()}
+    if "torch" in sys.modules:
+        found["torch"] = sys.modules["torch"].__version__
+    return found
+
+
+def _accuracy_at(curve: dict[str, list[float]] | None, gamma: float) -> float | None:
+    if not curve:
+        return None
+    gammas = np.asarray(curve["gamma"])
+    # step function (NUDGE-M) or grid (NUDGE-N): the value at the last point <= gamma
+    i = int(np.searchsorted(gammas, gamma, side="right")) - 1
+    return float(curve["accuracy"][max(i, 0)])
+
+
+def _reporting(
+    blocks: Iterator[np.ndarray], progress: ProgressCallback | None, total: int
+) -> Iterator[np.ndarray]:
+    advance = phase_counter(progress, "write embeddings", total)
+    for block in blocks:
+        yield block
+        if advance is not None:
+            advance(len(block))
