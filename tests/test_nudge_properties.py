@@ -1,0 +1,225 @@
+"""Invariants of the NUDGE math, checked on random problems (hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nudgekit import NudgeM, NudgeN, Relevance
+from nudgekit.core import nudge_n
+
+from .conftest import make_problem
+
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+problems = st.builds(
+    make_problem,
+    seed=st.integers(0, 10_000),
+    n=st.integers(40, 400),
+    d=st.integers(3, 16),
+    n_answering=st.integers(5, 40),
+    n_train=st.integers(1, 60),
+    n_val=st.integers(1, 30),
+    n_test=st.just(1),
+    noise=st.floats(0.1, 2.0),
+)
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@SETTINGS
+@given(p=problems, gamma=st.floats(0.0, 4.0))
+def test_nudge_n_rows_stay_unit_norm(p, gamma):
+    out = NudgeN(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel).transform(p.corpus)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+@SETTINGS
+@given(p=problems, gamma=st.floats(0.0, 4.0))
+def test_nudge_n_moves_each_record_at_most_sqrt_gamma(p, gamma):
+    out = NudgeN(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel).transform(p.corpus)
+    moved = np.sum((out - _normalised(p.corpus)) ** 2, axis=1)
+    assert np.all(moved <= gamma + 1e-5)
+
+
+@SETTINGS
+@given(p=problems, gamma=st.floats(0.0, 4.0), method=st.sampled_from([NudgeN, NudgeM]))
+def test_rows_no_training_query_names_are_untouched(p, gamma, method):
+    model = method(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel)
+    out = model.transform(p.corpus)
+    named = np.unique([i for rel in p.train_rel for i in rel])
+    assert np.isin(model.changed_rows_, named).all()
+    untouched = np.setdiff1d(np.arange(len(p.corpus)), model.changed_rows_)
+    np.testing.assert_allclose(out[untouched], _normalised(p.corpus)[untouched], rtol=0, atol=1e-6)
+
+
+@SETTINGS
+@given(p=problems, method=st.sampled_from([NudgeN, NudgeM]))
+def test_gamma_zero_is_the_identity(p, method):
+    model = method(gamma=0.0).fit(p.corpus, p.train_q, p.train_rel)
+    assert model.n_changed_ == 0
+    np.testing.assert_allclose(model.transform(p.corpus), _normalised(p.corpus), rtol=0, atol=1e-6)
+
+
+@SETTINGS
+@given(p=problems, gamma=st.floats(0.0, 2.0))
+def test_nudge_m_moves_by_gamma_along_the_normalised_query_sum(p, gamma):
+    model = NudgeM(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel)
+    g = np.zeros_like(p.corpus, dtype=np.float64)
+    for q, rel in zip(p.train_q, p.train_rel, strict=True):
+        g[rel] += q
+    norms = np.linalg.norm(g, axis=1, keepdims=True)
+    expected = _normalised(p.corpus) + gamma * np.divide(g, norms, where=norms > 0, out=g * 0)
+    np.testing.assert_allclose(model.transform(p.corpus), expected, atol=1e-5)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), d=st.integers(2, 12), gamma=st.floats(0.001, 3.9))
+def test_nudge_n_closed_form_beats_every_feasible_point(seed, d, gamma):
+    """X̂ maximises c·x over unit x with ‖x − v‖² ≤ γ: no feasible sample does better."""
+    rng = np.random.default_rng(seed)
+    v = _normalised(rng.normal(size=(1, d)))
+    c = rng.normal(size=(1, d)).astype(np.float32)
+    c += 2.0 * abs((v @ c.T).item()) * v  # v·c ≥ 0, so the record may move
+    geometry = nudge_n.MoveGeometry.of(v, c)
+    best = nudge_n.apply_update(v, c, geometry, gamma)[0].astype(np.float64)
+    assert float(best @ c[0]) >= float(v[0] @ c[0]) - 1e-6
+    # feasible points: v rotated towards random directions by chords up to √γ
+    u = rng.normal(size=(2000, d))
+    u -= (u @ v[0])[:, None] * v[0]
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    chord = np.sqrt(gamma) * rng.uniform(0, 1, size=(2000, 1))
+    theta = 2 * np.arcsin(np.minimum(chord / 2, 1.0))
+    x = np.cos(theta) * v[0] + np.sin(theta) * u
+    assert np.all(x @ c[0] <= best @ c[0] + 1e-5)
+
+
+def _top1_accuracy(p, embeddings, tol=1e-6):
+    scores = p.val_q @ embeddings.T
+    best = scores.max(axis=1)
+    return np.mean([scores[j, rel].max() >= best[j] - tol for j, rel in enumerate(p.val_rel)])
+
+
+@SETTINGS
+@given(p=problems)
+def test_nudge_m_gamma_attains_the_brute_force_maximum(p):
+    model = NudgeM().fit(p.corpus, p.train_q, p.train_rel, p.val_q, p.val_rel)
+    chosen = _top1_accuracy(p, model.transform(p.corpus))
+    top = max(4 * model.gamma_, 2.0)
+    for gamma in np.linspace(0, top, 201):
+        grid = NudgeM(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel).transform(p.corpus)
+        assert chosen >= _top1_accuracy(p, grid) - 1e-9
+
+
+def _topk_accuracy(p, embeddings, k):
+    scores = p.val_q @ embeddings.T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.mean(
+        [len(set(t) & set(rel)) / min(len(rel), k) for t, rel in zip(top, p.val_rel, strict=True)]
+    )
+
+
+@SETTINGS
+@given(p=problems, val_k=st.integers(1, 5))
+def test_nudge_n_curve_is_the_brute_force_accuracy_and_gamma_its_first_maximum(p, val_k):
+    model = NudgeN(val_k=val_k).fit(p.corpus, p.train_q, p.train_rel, p.val_q, p.val_rel)
+    curve = model.validation_curve_
+    for gamma, accuracy in zip(curve["gamma"], curve["accuracy"], strict=True):
+        out = NudgeN(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel).transform(p.corpus)
+        assert accuracy == pytest.approx(_topk_accuracy(p, out, val_k), abs=1e-9)
+    assert model.gamma_ == curve["gamma"][int(np.argmax(curve["accuracy"]))]
+
+
+@pytest.mark.parametrize("method", [NudgeN, NudgeM])
+def test_results_do_not_depend_on_block_sizes(method, problem):
+    p = problem
+    whole = method().fit(p.corpus, p.train_q, p.train_rel, p.val_q, p.val_rel)
+    tiny = method(block_rows=7, query_block=5, block_elements=50).fit(
+        p.corpus, p.train_q, p.train_rel, p.val_q, p.val_rel
+    )
+    # BLAS sums in a shape-dependent order, so equal up to float32 rounding
+    assert tiny.gamma_ == pytest.approx(whole.gamma_, rel=1e-6)
+    np.testing.assert_allclose(tiny.transform(p.corpus), whole.transform(p.corpus), atol=1e-6)
+
+
+@pytest.mark.parametrize("method", [NudgeN, NudgeM])
+def test_torch_backend_gives_the_numpy_result(method, problem):
+    pytest.importorskip("torch")
+    p = problem
+    ref = method().fit(p.corpus, p.train_q, p.train_rel, p.val_q, p.val_rel)
+    got = method(device="torch").fit(p.corpus, p.train_q, p.train_rel, p.val_q, p.val_rel)
+    assert got.gamma_ == pytest.approx(ref.gamma_, rel=1e-5)
+    np.testing.assert_allclose(got.transform(p.corpus), ref.transform(p.corpus), atol=1e-5)
+
+
+def test_memory_mapped_float16_corpus_gives_the_in_memory_result(problem, tmp_path):
+    p = problem
+    np.save(tmp_path / "corpus.npy", p.corpus.astype(np.float16))
+    mapped = np.load(tmp_path / "corpus.npy", mmap_mode="r")
+    in_memory = np.asarray(mapped, dtype=np.float32)
+    a = NudgeN().fit(mapped, p.train_q, p.train_rel, p.val_q, p.val_rel)
+    b = NudgeN().fit(in_memory, p.train_q, p.train_rel, p.val_q, p.val_rel)
+    assert a.gamma_ == b.gamma_
+    np.testing.assert_array_equal(a.transform(mapped), b.transform(in_memory))
+
+
+def test_label_formats_are_equivalent(problem):
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    p = problem
+    n = len(p.corpus)
+    corpus_ids = [f"d{i}" for i in range(n)]
+    train_ids = [f"t{j}" for j in range(len(p.train_q))]
+    val_ids = [f"v{j}" for j in range(len(p.val_q))]
+
+    def as_sparse(rel):
+        rows = np.repeat(np.arange(len(rel)), [len(r) for r in rel])
+        cols = np.concatenate([np.asarray(r) for r in rel])
+        return scipy_sparse.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(rel), n))
+
+    def as_qrels(rel, ids):
+        return {ids[j]: {corpus_ids[i]: 1 for i in r} for j, r in enumerate(rel)}
+
+    lists = NudgeN().fit(p.corpus, p.train_q, p.train_rel, p.val_q, p.val_rel)
+    sparse = NudgeN().fit(
+        p.corpus, p.train_q, as_sparse(p.train_rel), p.val_q, as_sparse(p.val_rel)
+    )
+    qrels = NudgeN().fit(
+        p.corpus,
+        p.train_q,
+        as_qrels(p.train_rel, train_ids),
+        p.val_q,
+        as_qrels(p.val_rel, val_ids),
+        corpus_ids=corpus_ids,
+        train_query_ids=train_ids,
+        val_query_ids=val_ids,
+    )
+    relevance = NudgeN().fit(
+        p.corpus,
+        p.train_q,
+        Relevance.from_lists(p.train_rel, n),
+        p.val_q,
+        Relevance.from_lists(p.val_rel, n),
+    )
+    for other in (sparse, qrels, relevance):
+        assert other.gamma_ == lists.gamma_
+        np.testing.assert_array_equal(other.changed_rows_, lists.changed_rows_)
+        np.testing.assert_array_equal(other.changed_embeddings_, lists.changed_embeddings_)
+
+
+def test_nudge_n_skips_records_whose_queries_point_away():
+    """As nudge-ft does: v·G < 0 leaves the record where it is."""
+    v = np.array([[1.0, 0.0, 0.0]], dtype=np.float32)
+    q = np.array([[-0.9, 0.3, 0.0]], dtype=np.float32)
+    model = NudgeN(gamma=0.3).fit(v, q, [[0]])
+    assert model.n_changed_ == 0
+
+
+def test_nudge_n_stops_at_the_query_direction_when_it_is_within_reach():
+    v = np.array([[1.0, 0.0]], dtype=np.float32)
+    q = np.array([[0.99, 0.141]], dtype=np.float32)
+    out = NudgeN(gamma=0.4).fit(v, q, [[0]]).transform(v)
+    np.testing.assert_allclose(out[0], q[0] / np.linalg.norm(q[0]), atol=1e-6)
