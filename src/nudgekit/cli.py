@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
-out = Console()
+out_console = Console()
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
@@ -131,7 +131,45 @@ def evaluate(
     for key, value in result.items():
         if isinstance(value, float):
             table.add_row(key, f"{value:.4f}")
-    out.print(table)
+    out_console.print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the fitted runs.")] = Path(
+        "runs/demo"
+    ),
+    dataset_dir: Annotated[
+        Path | None,
+        typer.Option("--dataset", help="Embedded dataset (default: the bundled sample)."),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Fit NUDGE-N and NUDGE-M on the bundled sample and compare test metrics."""
+    from nudgekit.pipeline import run_demo, sample_dir
+
+    dataset = dataset_dir or sample_dir()
+    try:
+        with _progress(quiet) as progress:
+            rows = run_demo(out, dataset_dir=dataset, progress=progress)
+    except (ValueError, FileNotFoundError) as error:
+        _fail(error)
+    table = Table(title=f"test split of {dataset} ({rows[0]['n_queries']} queries)")
+    for name in ("method", "γ", "changed", "fit s", "ndcg@10", "recall@10", "mrr@10", "acc@1"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for row in rows:
+        table.add_row(
+            row["method"],
+            "–" if row["gamma"] is None else f"{row['gamma']:.4g}",
+            f"{row['n_changed']:,}",
+            f"{row['fit_s']:.2f}" if "fit_s" in row else "–",
+            f"{row['ndcg@10']:.4f}",
+            f"{row['recall@10']:.4f}",
+            f"{row['mrr@10']:.4f}",
+            f"{row['accuracy@1']:.4f}",
+        )
+    out_console.print(table)
+    out_console.print(f"embeddings and fit reports: {out}/<method>/", highlight=False)
 
 
 def main() -> None:

@@ -183,15 +183,19 @@ def write_embeddings(
     target = Path(path)
     tmp = target.with_name(f".{target.name}.partial")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        start = 0
-        for block in blocks:
-            out[start : start + len(block)] = block
-            start += len(block)
-        if start != shape[0]:
-            raise ValueError(f"wrote {start} rows, expected {shape[0]}")
-        out.flush()
-        del out
+        # plain writes, not a memory map: written pages then don't count in our RSS
+        with open(tmp, "wb") as f:
+            header = {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)}
+            np.lib.format.write_array_header_1_0(f, header)
+            rows = 0
+            for block in blocks:
+                block = np.ascontiguousarray(block, dtype="<f4")
+                if block.ndim != 2 or block.shape[1] != shape[1]:
+                    raise ValueError(f"block of shape {block.shape} does not fit {shape}")
+                f.write(block.tobytes())
+                rows += len(block)
+            if rows != shape[0]:
+                raise ValueError(f"wrote {rows} rows, expected {shape[0]}")
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -108,11 +108,18 @@ def validation_accuracy(
     Notes
     -----
     Ranking ties are broken in favour of relevant records (as NUDGE-M's "ties count as
-    correct"). Only tracked records scoring at least the k-th fixed score can enter the
-    top-k, so each γ ranks a few candidates per query instead of all L records.
+    correct"). A tracked record can only enter a query's top-k at a γ where it scores at
+    least the k-th fixed score. Whatever γ, X̂_i stays on the arc from v_i towards z_i, so
+    its score is at most ‖(q·v_i, q·z_i)‖: records whose bound is below the threshold are
+    dropped once per block, and each γ then ranks a few candidates per query, not L records.
     """
     n_queries, n_tracked = queries.shape[0], v.shape[0]
-    coeffs = [tuple(xp.asarray(a) for a in coefficients(geometry, g)) for g in gammas]
+    coeffs = [tuple(a.astype(np.float32) for a in coefficients(geometry, g)) for g in gammas]
+    # q·z_i = (q·c_i − (v_i·c_i)(q·v_i)) / ‖c_i⊥‖ for records that move, 0 for the others
+    inv_ortho = np.zeros(n_tracked)
+    m = geometry.movable
+    inv_ortho[m] = 1.0 / np.sqrt(geometry.cc[m] - geometry.vc[m] ** 2)
+    vc, inv_ortho = xp.asarray(geometry.vc), xp.asarray(inv_ortho)
     v_t, c_t = xp.asarray(v).T, xp.asarray(c).T
     counts = np.minimum(relevance.counts(), k).astype(np.float64)
     rel_keys = relevance.query_of_entry() * n_tracked + relevance.indices  # sorted
@@ -123,13 +130,19 @@ def validation_accuracy(
         qb = xp.asarray(queries[q0:q1])
         s, t = qb @ v_t, qb @ c_t
         fixed = fixed_top[q0:q1]
-        threshold = xp.asarray(fixed[:, k - 1 : k])
+        threshold = fixed[:, k - 1]
+        z = (t - s * vc) * inv_ortho
+        bound = xp.sqrt(s * s + z * z)
+        # slack: the bound is computed in float32 too
+        slack = 1e-5 * (np.abs(threshold) + 1.0)
+        rows, cols = xp.nonzero(bound >= xp.asarray(threshold - slack)[:, None])
+        s_c, t_c = xp.to_numpy(s[rows, cols]), xp.to_numpy(t[rows, cols])
+        rows, cols = xp.to_numpy(rows), xp.to_numpy(cols)
         for gi, (alpha, beta) in enumerate(coeffs):
-            scores = s * alpha + t * beta
-            rows, cols = xp.nonzero(scores >= threshold)
-            cand_scores = xp.to_numpy(scores[rows, cols])
+            scores = s_c * alpha[cols] + t_c * beta[cols]
+            keep = scores >= threshold[rows]
             hits[gi, q0:q1] = _hits_at_k(
-                xp.to_numpy(rows), xp.to_numpy(cols), cand_scores, fixed, q0, rel_keys, n_tracked, k
+                rows[keep], cols[keep], scores[keep], fixed, q0, rel_keys, n_tracked, k
             )
     return (hits / counts).mean(axis=1)
 
