@@ -10,9 +10,9 @@ import os
 import platform
 import sys
 import time
-from importlib import resources
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
