@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     name="nudgekit",
@@ -56,7 +57,8 @@ def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None] | None]:
 
 
 def _fail(error: Exception) -> None:
-    err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    # the message is plain text: paths and JSON shapes may hold [brackets]
+    err.print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -98,6 +100,8 @@ def fit(
             + (f", validation accuracy {acc:.4f}" if acc is not None else "")
             + f", {report['timings_s']['total']:.2f} s → {out}",
             highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
 
 

@@ -85,6 +85,15 @@ class EmbeddedDataset:
                 raise ValueError(f"split {name!r}: query id {qid!r} is not in query_ids.json")
             rows[j] = row
         queries = np.asarray(self.queries[rows], dtype=np.float32)
+        finite, nonzero = np.isfinite(queries).all(axis=1), queries.any(axis=1)
+        bad = np.flatnonzero(~finite | ~nonzero)
+        if len(bad):
+            i = int(bad[0])
+            problem = "is all zeros" if finite[i] else "contains NaN or infinite values"
+            raise ValueError(
+                f"{self.path / 'queries.npy'}: query {ids[i]!r} (row {rows[i]}, split "
+                f"{name!r}) {problem}"
+            )
         return Split(name, list(ids), queries, self._relevance(name, ids))
 
     def _relevance(self, name: str, ids: list[str]) -> Relevance:
@@ -150,6 +159,9 @@ def load_matrix(path: Path) -> np.ndarray:
     """A 2-D float ``.npy`` file as a read-only memory map; refuses pickled arrays."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise ValueError(f"{path}: not a readable .npy array (no .npy header)")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as err:
@@ -244,8 +256,10 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 
 def _is_positive(grade: Any, path: Path, qid: str) -> bool:
-    if isinstance(grade, bool) or not isinstance(grade, int | float):
-        raise ValueError(f"{path}: relevance of query {qid!r} must be a number, got {grade!r}")
+    if isinstance(grade, bool) or not isinstance(grade, int | float) or not np.isfinite(grade):
+        raise ValueError(
+            f"{path}: relevance of query {qid!r} must be a finite number, got {grade!r}"
+        )
     return grade > 0
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from nudgekit import __version__
 from nudgekit.core import NudgeM, NudgeN
-from nudgekit.core._checks import check_rows
 from nudgekit.core._estimators import ProgressCallback, phase_counter
 from nudgekit.dataset import load_dataset, load_matrix, write_embeddings, write_json
 from nudgekit.metrics import retrieval_metrics
@@ -50,10 +49,18 @@ def fit_dataset(
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if method == "nudge-m" and val_k != 1:
         raise ValueError("--val-k applies to nudge-n only (NUDGE-M maximises top-1 accuracy)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
     tick = time.perf_counter()
     data = load_dataset(dataset_dir)
     train = data.split("train")
     val = data.split("val") if gamma is None else None
+    if val is not None:
+        unlabelled = np.flatnonzero(val.relevance.counts() == 0)
+        if len(unlabelled):
+            qid = val.query_ids[int(unlabelled[0])]
+            raise ValueError(f"split 'val': query {qid!r} has no relevant record in qrels.json")
     load_s = time.perf_counter() - tick
 
     kwargs: dict[str, Any] = {"gamma": gamma, "device": device}
@@ -70,7 +77,6 @@ def fit_dataset(
     )
 
     tick = time.perf_counter()
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_embeddings(
         out / "embeddings.npy",
@@ -130,12 +136,12 @@ def evaluate_dataset(
             raise ValueError(
                 f"{embeddings}: shape {corpus.shape} does not match the corpus {data.corpus.shape}"
             )
-    check_rows(chosen.queries, f"split {split!r} queries")
     ks = sorted({1, k, 100})
     _, indices = search(
         chosen.queries,
         corpus,
         max(ks),
+        corpus_name=str(embeddings) if embeddings is not None else "corpus.npy",
         progress=None if progress is None else lambda done: progress("search", done, len(corpus)),
     )
     metrics = retrieval_metrics(indices, chosen.relevance, ks=ks)

@@ -28,6 +28,7 @@ def search(
     *,
     block_size: int = 16384,
     progress: Callable[[int], None] | None = None,
+    corpus_name: str = "corpus",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Find the ``k`` corpus rows with the largest inner product with each query (exact).
 
@@ -45,6 +46,8 @@ def search(
         ``n_queries * block_size``; capped so that one block holds at most 2**25 scores.
     progress : callable, optional
         Called after each block with the number of corpus rows scanned so far.
+    corpus_name : str, default "corpus"
+        How error messages name the corpus (e.g. the file it came from).
 
     Returns
     -------
@@ -68,7 +71,7 @@ def search(
     ([[0, 2]], [[1.0, 0.5]])
     """
     queries = _as_matrix(queries, "queries")
-    corpus = _as_matrix(corpus, "corpus", convert=False)  # a memmap stays on disk
+    corpus = _as_matrix(corpus, corpus_name, convert=False)  # a memmap stays on disk
     if queries.shape[1] != corpus.shape[1]:
         raise ValueError(
             f"queries: dimension mismatch, queries have {queries.shape[1]} values per row "
@@ -89,7 +92,7 @@ def search(
         block = np.asarray(corpus[start : start + block_size], dtype=np.float32)
         if not np.isfinite(block).all():
             bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-            raise ValueError(f"corpus: row {bad} contains NaN or infinite values")
+            raise ValueError(f"{corpus_name}: row {bad} contains NaN or infinite values")
         scores = queries @ block.T
         candidates = None
         if top_scores.shape[1] == k:

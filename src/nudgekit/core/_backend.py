@@ -129,11 +129,20 @@ def get_backend(device: str | None = None) -> Backend:
     if device is None or device in ("numpy", "cpu"):
         return Backend()
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             f"device={device!r} needs PyTorch; install it (pip install torch) or use device='cpu'"
         ) from err
-    if device == "torch":
-        return TorchBackend("cpu")
-    return TorchBackend(device.removeprefix("torch:"))
+    name = "cpu" if device == "torch" else device.removeprefix("torch:")
+    try:
+        chosen = torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"unknown device {device!r}: use cpu, torch, cuda, cuda:N or another torch device"
+        ) from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this torch build has no usable CUDA device")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here")
+    return TorchBackend(name)

@@ -359,6 +359,8 @@ class NudgeN(_Nudge):
             raise ValueError("gammas: the grid is empty")
         for g in self.gammas:
             check_gamma(g, "gammas")
+            if g > 4:
+                raise ValueError(f"gammas must lie in [0, 4] for NUDGE-N, got {g!r}")
 
     def _direction(self, g: np.ndarray) -> np.ndarray:
         return g

@@ -7,6 +7,7 @@ lists the corpus rows relevant to query ``j`` with their graded relevance (> 0).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -105,9 +106,16 @@ class Relevance:
     def from_lists(cls, rows: Sequence[Sequence[int]], n_records: int) -> Relevance:
         """From nudge-ft style nested lists: ``rows[j]`` holds query ``j``'s relevant rows."""
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        flat = np.fromiter(
-            (int(i) for r in rows for i in r), dtype=np.int64, count=int(lengths.sum())
-        )
+        try:
+            # operator.index refuses 1.5 (and 1.0): a row number must be an integer
+            flat = np.fromiter(
+                (operator.index(i) for r in rows for i in r),
+                dtype=np.int64,
+                count=int(lengths.sum()),
+            )
+        except TypeError:
+            bad = next(i for r in rows for i in r if not _is_integer(i))
+            raise ValueError(f"relevance: row index {bad!r} is not an integer") from None
         query = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
         return cls.from_coo(query, flat, len(rows), n_records)
 
@@ -117,3 +125,11 @@ class Relevance:
         coo = matrix.tocoo()  # type: ignore[attr-defined]
         n_queries, n_records = coo.shape
         return cls.from_coo(coo.row, coo.col, n_queries, n_records, coo.data)
+
+
+def _is_integer(value: object) -> bool:
+    try:
+        operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
