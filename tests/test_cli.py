@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import nudgekit
 import nudgekit.cli as cli
+import nudgekit.cli._app as cli_app
 from nudgekit import NudgeM, NudgeN
 from nudgekit.dataset import load_dataset
 from nudgekit.metrics import retrieval_metrics
@@ -276,7 +277,7 @@ def test_eval_without_json_prints_a_table(written):
 def terminal(monkeypatch) -> io.StringIO:
     """Make the CLI's stderr console believe it writes to a terminal; return its text."""
     buffer = io.StringIO()
-    monkeypatch.setattr(cli, "err", Console(file=buffer, force_terminal=True, width=200))
+    monkeypatch.setattr(cli_app, "err", Console(file=buffer, force_terminal=True, width=200))
     return buffer
 
 

@@ -1,65 +1,17 @@
-"""The ``nudgekit`` command line: a thin layer over :mod:`nudgekit.pipeline`.
-
-Each command parses its options, calls one library function and prints. Errors in the
-input are printed as one line on stderr with a non-zero exit.
-"""
+"""Core commands: fit, eval, demo."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
-app = typer.Typer(
-    name="nudgekit",
-    help="Fine-tune embeddings for k-NN retrieval without touching the model (NUDGE).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-err = Console(stderr=True)
-out_console = Console()
-
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-
-
-@contextmanager
-def _progress(quiet: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A rich progress bar on a terminal; nothing when piped or with --quiet."""
-    if quiet or not err.is_terminal:
-        yield None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done)
-
-        yield update
-
-
-def _fail(error: Exception) -> None:
-    # the message is plain text: paths and JSON shapes may hold [brackets]
-    err.print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
-    raise typer.Exit(code=2)
+from nudgekit.cli import _app
+from nudgekit.cli._app import Quiet, app, fail, out, progress_bar
 
 
 @app.command()
@@ -80,7 +32,7 @@ def fit(
     from nudgekit.pipeline import fit_dataset
 
     try:
-        with _progress(quiet) as progress:
+        with progress_bar(quiet) as progress:
             report = fit_dataset(
                 dataset_dir,
                 out,
@@ -91,10 +43,10 @@ def fit(
                 progress=progress,
             )
     except (ValueError, FileNotFoundError, ImportError) as error:
-        _fail(error)
+        fail(error)
     if not quiet:
         acc = report["validation_accuracy"]
-        err.print(
+        _app.err.print(
             f"{report['method']}: γ = {report['gamma']:.6g}, "
             f"{report['n_changed']:,} of {report['n_records']:,} records changed"
             + (f", validation accuracy {acc:.4f}" if acc is not None else "")
@@ -120,12 +72,12 @@ def evaluate(
     from nudgekit.pipeline import evaluate_dataset
 
     try:
-        with _progress(quiet) as progress:
+        with progress_bar(quiet) as progress:
             result = evaluate_dataset(
                 dataset_dir, embeddings=embeddings, split=split, k=k, progress=progress
             )
     except (ValueError, FileNotFoundError) as error:
-        _fail(error)
+        fail(error)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
         return
@@ -135,7 +87,7 @@ def evaluate(
     for key, value in result.items():
         if isinstance(value, float):
             table.add_row(key, f"{value:.4f}")
-    out_console.print(table)
+    out.print(table)
 
 
 @app.command()
@@ -154,10 +106,10 @@ def demo(
 
     dataset = dataset_dir or sample_dir()
     try:
-        with _progress(quiet) as progress:
+        with progress_bar(quiet) as progress:
             rows = run_demo(out, dataset_dir=dataset, progress=progress)
     except (ValueError, FileNotFoundError) as error:
-        _fail(error)
+        fail(error)
     table = Table(title=f"test split of {dataset} ({rows[0]['n_queries']} queries)")
     for name in ("method", "γ", "changed", "fit s", "ndcg@10", "recall@10", "mrr@10", "acc@1"):
         table.add_column(name, justify="left" if name == "method" else "right")
@@ -172,13 +124,5 @@ def demo(
             f"{row['mrr@10']:.4f}",
             f"{row['accuracy@1']:.4f}",
         )
-    out_console.print(table)
-    out_console.print(f"embeddings and fit reports: {out}/<method>/", highlight=False)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+    out.print(table)
+    out.print(f"embeddings and fit reports: {out}/<method>/", highlight=False)
