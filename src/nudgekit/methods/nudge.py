@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 from nudgekit.core import NudgeM, NudgeN
+from nudgekit.core._estimators import _Nudge
 from nudgekit.methods._base import Fitted, Method, Task, raw_queries, register
+
+
+def fit_estimator(model: _Nudge, task: Task) -> Fitted:
+    """Fit a NUDGE estimator on the task; records move, queries stay as they are."""
+    model.fit(
+        task.corpus, task.train.queries, task.train.relevance,
+        task.val.queries, task.val.relevance,
+    )  # fmt: skip
+    return Fitted(
+        model.transform(task.corpus),
+        raw_queries,
+        model.gamma_,
+        {"n_changed": model.n_changed_, "validation_curve": model.validation_curve_},
+    )
 
 
 @register
@@ -15,17 +30,7 @@ class NudgeNMethod(Method):
         self.val_k = val_k
 
     def fit(self, task: Task) -> Fitted:
-        model = NudgeN(self.gamma, val_k=self.val_k, device=task.device)
-        model.fit(
-            task.corpus, task.train.queries, task.train.relevance,
-            task.val.queries, task.val.relevance,
-        )  # fmt: skip
-        return Fitted(
-            model.transform(task.corpus),
-            raw_queries,
-            model.gamma_,
-            {"n_changed": model.n_changed_, "validation_curve": model.validation_curve_},
-        )
+        return fit_estimator(NudgeN(self.gamma, val_k=self.val_k, device=task.device), task)
 
 
 @register
@@ -36,14 +41,4 @@ class NudgeMMethod(Method):
         self.gamma = gamma
 
     def fit(self, task: Task) -> Fitted:
-        model = NudgeM(self.gamma, device=task.device)
-        model.fit(
-            task.corpus, task.train.queries, task.train.relevance,
-            task.val.queries, task.val.relevance,
-        )  # fmt: skip
-        return Fitted(
-            model.transform(task.corpus),
-            raw_queries,
-            model.gamma_,
-            {"n_changed": model.n_changed_, "validation_curve": model.validation_curve_},
-        )
+        return fit_estimator(NudgeM(self.gamma, device=task.device), task)
