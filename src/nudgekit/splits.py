@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nudgekit.core._kmeans import kmeans, nearest_centroid
 from nudgekit.dataset import EmbeddedDataset, load_dataset, write_json
 
 VAL_FRACTION = 0.1
@@ -67,83 +68,6 @@ def pooled_splits(query_ids_with_relevant: Iterable[str], seed: int = 0) -> dict
         "val": pool[n_train : n_train + n_val],
         "test": pool[n_train + n_val :],
     }
-
-
-def kmeans(
-    x: np.ndarray, k: int = 2, *, seed: int = 0, max_iter: int = 300
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic k-means: k-means++ seeding, then Lloyd iterations to convergence.
-
-    Parameters
-    ----------
-    x : ndarray [n, d]
-        Points (computed on in float64).
-    k : int
-        Number of clusters, ``1 <= k <= n``.
-    seed : int
-        Seed of ``np.random.default_rng`` for the k-means++ seeding (the only randomness).
-    max_iter : int
-        Upper bound on Lloyd iterations; they stop earlier once no assignment changes.
-
-    Returns
-    -------
-    centroids : ndarray [k, d]
-        float64 means of the clusters (a centroid that loses all its points stays put).
-    labels : ndarray [n]
-        int64 index of each point's nearest centroid (ties: the lower index).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"k-means needs a 2-D array of points, got shape {x.shape}")
-    n = x.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k-means with k={k} needs at least k points, got {n}")
-    if not np.isfinite(x).all():
-        raise ValueError("k-means: the points contain NaN or infinite values")
-    rng = np.random.default_rng(seed)
-    sq_norms = np.einsum("ij,ij->i", x, x)
-
-    def sq_dist(centroids: np.ndarray) -> np.ndarray:
-        return _sq_distances(x, centroids, sq_norms)
-
-    # k-means++: each next seed drawn with probability ∝ squared distance to the nearest seed
-    centroids = np.empty((k, x.shape[1]))
-    centroids[0] = x[rng.integers(n)]
-    closest = sq_dist(centroids[:1])[:, 0]
-    for j in range(1, k):
-        total = closest.sum()
-        pick = rng.integers(n) if total <= 0 else rng.choice(n, p=closest / total)
-        centroids[j] = x[pick]
-        closest = np.minimum(closest, sq_dist(centroids[j : j + 1])[:, 0])
-
-    labels = sq_dist(centroids).argmin(axis=1)
-    for _ in range(max_iter):
-        for j in range(k):
-            members = labels == j
-            if members.any():
-                centroids[j] = x[members].mean(axis=0)
-        new_labels = sq_dist(centroids).argmin(axis=1)
-        if np.array_equal(new_labels, labels):
-            break
-        labels = new_labels
-    return centroids, labels.astype(np.int64)
-
-
-def nearest_centroid(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Index of the nearest centroid (squared Euclidean, ties: the lower index) per row."""
-    x = np.asarray(x, dtype=np.float64)
-    return _sq_distances(x, np.asarray(centroids, dtype=np.float64)).argmin(axis=1)
-
-
-def _sq_distances(
-    x: np.ndarray, centroids: np.ndarray, sq_norms: np.ndarray | None = None
-) -> np.ndarray:
-    # ‖x‖² − 2x·c + ‖c‖²: one BLAS product instead of an n × k × d difference array; the
-    # same formula everywhere, so a point's cluster never depends on who computed it
-    if sq_norms is None:
-        sq_norms = np.einsum("ij,ij->i", x, x)
-    c_norms = np.einsum("ij,ij->i", centroids, centroids)
-    return np.maximum(sq_norms[:, None] - 2.0 * (x @ centroids.T) + c_norms, 0.0)
 
 
 def ood_splits(

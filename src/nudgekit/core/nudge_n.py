@@ -12,6 +12,7 @@ not a pass over the corpus. γ is picked from a grid by top-``k`` validation acc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,43 +88,87 @@ def validation_accuracy(
     *,
     block_elements: int = 1 << 24,
 ) -> np.ndarray:
-    """Mean top-``k`` validation accuracy for each γ in ``gammas``.
+    """Mean top-``k`` validation accuracy of NUDGE-N for each γ in ``gammas``.
 
-    Accuracy of a query is |top-k ∩ relevant| / min(|relevant|, k), as in nudge-ft.
+    Accuracy of a query is |top-k ∩ relevant| / min(|relevant|, k), as in nudge-ft; see
+    :func:`grid_hits` for the inputs and how each γ costs only a few candidates per query.
+    """
+    hits = grid_hits(
+        xp,
+        queries,
+        v,
+        c,
+        [coefficients(geometry, g) for g in gammas],
+        fixed_top,
+        relevance,
+        k,
+        block_elements=block_elements,
+    )
+    return query_accuracy(hits, relevance, k).mean(axis=1)
+
+
+def query_accuracy(hits: np.ndarray, relevance: Relevance, k: int) -> np.ndarray:
+    """Per-query top-k accuracy |top-k ∩ relevant| / min(|relevant|, k), as in nudge-ft."""
+    return hits / np.minimum(relevance.counts(), k).astype(np.float64)
+
+
+def grid_hits(
+    xp: Backend,
+    queries: np.ndarray,
+    v: np.ndarray,
+    c: np.ndarray,
+    coeffs: Sequence[tuple[np.ndarray, np.ndarray]],
+    fixed_top: np.ndarray,
+    relevance: Relevance,
+    k: int,
+    *,
+    block_elements: int = 1 << 24,
+) -> np.ndarray:
+    """Relevant records in each query's top-``k``, for each grid point (paper §3.3, γ search).
+
+    Shared by NUDGE-N, per-cluster γ and NUDGE-M+N: any per-record coefficients, counts
+    per query (so callers can average over any subset of queries, e.g. a cluster).
 
     Parameters
     ----------
     queries : float32 (V, d)
     v, c : float32 (L, d)
-        The tracked records — every record that can move or answers a validation query —
-        unit-normalised, and their G (zero where nothing moves).
+        The tracked records, unit norm, and their move direction (zero rows for records
+        that do not move).
+    coeffs : sequence of (alpha, beta), each float (L,)
+        One pair per grid point: X̂_i = alpha_i·v_i + beta_i·c_i. Each X̂_i must be a unit
+        vector of span(v_i, c_i), or v_i itself (alpha = 1, beta = 0).
     fixed_top : float32 (V, k)
-        Each query's best ``k`` scores among all other records, descending
-        (:func:`nudgekit.core._passes.top_k_excluding`); none of them is relevant.
+        Each query's best ``k`` scores among the other records, descending.
     relevance : Relevance over the L tracked records
+    k : int
     block_elements : int
-        Queries are processed in blocks of about ``block_elements / L`` so working memory
-        stays bounded whatever the number of queries.
+        Queries are processed in blocks of about ``block_elements / L``.
+
+    Returns
+    -------
+    float64 (len(coeffs), V)
+        Number of relevant records in each query's top-k; ties go to relevant records.
 
     Notes
     -----
-    Ranking ties are broken in favour of relevant records (as NUDGE-M's "ties count as
-    correct"). A tracked record can only enter a query's top-k at a γ where it scores at
-    least the k-th fixed score. Whatever γ, X̂_i stays on the arc from v_i towards z_i, so
-    its score is at most ‖(q·v_i, q·z_i)‖: records whose bound is below the threshold are
-    dropped once per block, and each γ then ranks a few candidates per query, not L records.
+    Every unit vector of span(v, c) scores at most ‖(q·v, q·z)‖ with z the unit part of c
+    orthogonal to v, so records whose bound is below a query's k-th fixed score are dropped
+    once per block (as in NUDGE-N's search) and each grid point ranks only the candidates.
     """
     n_queries, n_tracked = queries.shape[0], v.shape[0]
-    coeffs = [tuple(a.astype(np.float32) for a in coefficients(geometry, g)) for g in gammas]
-    # q·z_i = (q·c_i − (v_i·c_i)(q·v_i)) / ‖c_i⊥‖ for records that move, 0 for the others
+    coeffs32 = [(a.astype(np.float32), b.astype(np.float32)) for a, b in coeffs]
+    vc = np.einsum("ij,ij->i", v, c, dtype=np.float64)
+    cc = np.einsum("ij,ij->i", c, c, dtype=np.float64)
+    ortho = cc - vc**2
+    # the bound needs z wherever c spans a plane with v, whether or not the record moves
+    spans = (cc > 0) & (ortho > PARALLEL_TOL * cc)
     inv_ortho = np.zeros(n_tracked)
-    m = geometry.movable
-    inv_ortho[m] = 1.0 / np.sqrt(geometry.cc[m] - geometry.vc[m] ** 2)
-    vc, inv_ortho = xp.asarray(geometry.vc), xp.asarray(inv_ortho)
+    inv_ortho[spans] = 1.0 / np.sqrt(ortho[spans])
+    vc_x, inv_ortho_x = xp.asarray(vc), xp.asarray(inv_ortho)
     v_t, c_t = xp.asarray(v).T, xp.asarray(c).T
-    counts = np.minimum(relevance.counts(), k).astype(np.float64)
     rel_keys = relevance.query_of_entry() * n_tracked + relevance.indices  # sorted
-    hits = np.zeros((len(gammas), n_queries), dtype=np.float64)
+    hits = np.zeros((len(coeffs32), n_queries), dtype=np.float64)
     step = max(1, block_elements // max(n_tracked, 1))
     for q0 in range(0, n_queries, step):
         q1 = min(q0 + step, n_queries)
@@ -131,20 +176,19 @@ def validation_accuracy(
         s, t = qb @ v_t, qb @ c_t
         fixed = fixed_top[q0:q1]
         threshold = fixed[:, k - 1]
-        z = (t - s * vc) * inv_ortho
+        z = (t - s * vc_x) * inv_ortho_x
         bound = xp.sqrt(s * s + z * z)
-        # slack: the bound is computed in float32 too
-        slack = 1e-5 * (np.abs(threshold) + 1.0)
+        slack = 1e-5 * (np.abs(threshold) + 1.0)  # the bound is float32 too
         rows, cols = xp.nonzero(bound >= xp.asarray(threshold - slack)[:, None])
         s_c, t_c = xp.to_numpy(s[rows, cols]), xp.to_numpy(t[rows, cols])
         rows, cols = xp.to_numpy(rows), xp.to_numpy(cols)
-        for gi, (alpha, beta) in enumerate(coeffs):
+        for gi, (alpha, beta) in enumerate(coeffs32):
             scores = s_c * alpha[cols] + t_c * beta[cols]
             keep = scores >= threshold[rows]
             hits[gi, q0:q1] = _hits_at_k(
                 rows[keep], cols[keep], scores[keep], fixed, q0, rel_keys, n_tracked, k
             )
-    return (hits / counts).mean(axis=1)
+    return hits
 
 
 def _hits_at_k(
