@@ -146,12 +146,12 @@ def load_dataset(path: str | os.PathLike[str]) -> EmbeddedDataset:
             f"{root}: dimension mismatch, queries.npy has {queries.shape[1]} values per row "
             f"but corpus.npy has {corpus.shape[1]}"
         )
-    corpus_ids = _id_list(root / "corpus_ids.json", corpus.shape[0], "corpus.npy")
-    query_ids = _id_list(root / "query_ids.json", queries.shape[0], "queries.npy")
-    qrels = _read_qrels(root / "qrels.json")
-    splits = _read_splits(root / "splits.json")
+    corpus_ids = read_id_list(root / "corpus_ids.json", corpus.shape[0], "corpus.npy")
+    query_ids = read_id_list(root / "query_ids.json", queries.shape[0], "queries.npy")
+    qrels = read_qrels(root / "qrels.json")
+    splits = read_splits(root / "splits.json")
     meta_path = root / "embed_meta.json"
-    meta = _read_json(meta_path) if meta_path.is_file() else {}
+    meta = read_json(meta_path) if meta_path.is_file() else {}
     return EmbeddedDataset(root, corpus, corpus_ids, queries, query_ids, qrels, splits, meta)
 
 
@@ -222,15 +222,17 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
     os.replace(tmp, target)
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file's content; invalid JSON is a ValueError naming the file."""
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON ({err})") from None
 
 
-def _id_list(path: Path, expected: int, array_name: str) -> list[str]:
-    ids = _read_json(path)
+def read_id_list(path: Path, expected: int, array_name: str) -> list[str]:
+    """A JSON list of ``expected`` unique string ids (one per row of ``array_name``)."""
+    ids = read_json(path)
     if not isinstance(ids, list):
         raise ValueError(f"{path}: expected a JSON list of ids")
     if len(ids) != expected:
@@ -243,8 +245,9 @@ def _id_list(path: Path, expected: int, array_name: str) -> list[str]:
     return ids
 
 
-def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    raw = _read_json(path)
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """``qrels.json`` as ``{query_id: {doc_id: grade}}``, keeping grades > 0 only."""
+    raw = read_json(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected {{query_id: {{doc_id: relevance}}}}")
     qrels: dict[str, dict[str, int]] = {}
@@ -263,8 +266,9 @@ def _is_positive(grade: Any, path: Path, qid: str) -> bool:
     return grade > 0
 
 
-def _read_splits(path: Path) -> dict[str, list[str]]:
-    raw = _read_json(path)
+def read_splits(path: Path) -> dict[str, list[str]]:
+    """``splits.json``; a query in two splits (or twice in one) is an error."""
+    raw = read_json(path)
     if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
         raise ValueError(f'{path}: expected {{"train": [query ids], "val": [...], ...}}')
     splits = {str(k): [str(q) for q in v] for k, v in raw.items()}

@@ -151,10 +151,12 @@ class _Nudge(ABC):
                 len(tracked),
             )
             self.gamma_, self.validation_curve_ = self._search(xp, val_q, v, c, fixed, rel)
+            self.validation_accuracy_ = _curve_value(self.validation_curve_, self.gamma_)
             timings["search_gamma"] = time.perf_counter() - tick
         else:
             self.gamma_ = float(self.gamma)  # type: ignore[arg-type]
             self.validation_curve_ = None
+            self.validation_accuracy_ = None
 
         tick = time.perf_counter()
         moves = self._movable(v, c) if self.gamma_ > 0 else np.zeros(len(tracked), dtype=bool)
@@ -249,6 +251,8 @@ class NudgeM(_Nudge):
     validation_curve_ : dict or None
         ``{"gamma": [...], "accuracy": [...]}``: top-1 validation accuracy as a step
         function, value at and right of each breakpoint.
+    validation_accuracy_ : float or None
+        Validation accuracy at ``gamma_`` (None when γ was fixed).
     changed_rows_ : int64 array
         Corpus rows whose embedding changed, sorted.
     changed_embeddings_, original_embeddings_ : float32 arrays
@@ -316,8 +320,8 @@ class NudgeN(_Nudge):
 
     Attributes
     ----------
-    gamma_, validation_curve_, changed_rows_, changed_embeddings_, original_embeddings_,
-    n_changed_, timings_ :
+    gamma_, validation_curve_, validation_accuracy_, changed_rows_, changed_embeddings_,
+    original_embeddings_, n_changed_, timings_ :
         As for :class:`NudgeM`; the curve holds the accuracy at each grid point.
 
     Notes
@@ -390,6 +394,16 @@ class NudgeN(_Nudge):
 
     def _update(self, v: np.ndarray, c: np.ndarray, gamma: float) -> np.ndarray:
         return nudge_n.apply_update(v, c, nudge_n.MoveGeometry.of(v, c), gamma)
+
+
+def _curve_value(curve: dict[str, list[float]], gamma: float) -> float:
+    """The validation curve at ``gamma``: the value at the last point ≤ γ.
+
+    Exact for both curve shapes: NUDGE-M's step function (value at and right of each
+    breakpoint) and NUDGE-N's grid (γ is a grid point).
+    """
+    i = int(np.searchsorted(np.asarray(curve["gamma"]), gamma, side="right")) - 1
+    return float(curve["accuracy"][max(i, 0)])
 
 
 def _corpus_shape(corpus: Any) -> tuple[int, int]:

@@ -1,0 +1,227 @@
+"""Store commands: apply NUDGE to a vector store in place, roll it back, list the history."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from nudgekit.cli._app import Quiet, app, err, fail, out, progress_bar
+
+Store = Annotated[
+    str,
+    typer.Option(
+        "--store", help="lancedb:PATH (database dir), qdrant:PATH (local mode), faiss:PATH."
+    ),
+]
+TableName = Annotated[
+    str | None, typer.Option("--table", help="Table (LanceDB) or collection (Qdrant).")
+]
+IdColumn = Annotated[
+    str | None, typer.Option("--id-column", help="LanceDB id column (default: id).")
+]
+VectorColumn = Annotated[
+    str | None,
+    typer.Option(
+        "--vector-column",
+        help="LanceDB vector column (default: vector); Qdrant vector name (default: the only one).",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+_ERRORS = (ValueError, FileNotFoundError, ImportError)
+
+
+@app.command()
+def apply(
+    store: Store,
+    labels: Annotated[
+        Path,
+        typer.Option(
+            "--labels",
+            help="queries.npy, query_ids.json, qrels.json, splits.json (train, val, test?).",
+        ),
+    ],
+    table: TableName = None,
+    id_column: IdColumn = None,
+    vector_column: VectorColumn = None,
+    method: Annotated[str, typer.Option(help="nudge-n or nudge-m.")] = "nudge-n",
+    gamma: Annotated[
+        float | None, typer.Option(help="Fixed step size γ (skips the validation search).")
+    ] = None,
+    val_k: Annotated[int, typer.Option(help="NUDGE-N: pick γ by top-k validation accuracy.")] = 1,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="dot, cosine or l2: how you search a store that cannot tell."),
+    ] = None,
+    force_metric: Annotated[
+        bool, typer.Option("--force-metric", help="Write NUDGE-M output into a cosine/l2 store.")
+    ] = False,
+    force_model: Annotated[
+        bool,
+        typer.Option("--force-model", help="Skip the labels-vs-store embedding model check."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Compute and report; write nothing.")
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option(help="cpu (numpy, default), torch, cuda, cuda:N ...")
+    ] = None,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Fit NUDGE on a store's vectors; write back only the rows that change, atomically."""
+    from nudgekit.apply import apply_to_store
+
+    try:
+        with progress_bar(quiet) as progress:
+            report = apply_to_store(
+                store,
+                labels,
+                table=table,
+                id_column=id_column,
+                vector_column=vector_column,
+                method=method,
+                gamma=gamma,
+                val_k=val_k,
+                metric=metric,
+                force_metric=force_metric,
+                force_model=force_model,
+                device=device,
+                dry_run=dry_run,
+                progress=progress,
+            )
+    except _ERRORS as error:
+        fail(error)
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    for line in _recovered_lines(report["recovered"]):
+        _say(line)
+    for warning in report["warnings"]:
+        _say(f"warning: {warning}")
+    if not quiet:
+        done = "would write" if dry_run else "wrote"
+        versions = (
+            "" if dry_run else f", version {report['version_before']} → {report['version_after']}"
+        )
+        _say(
+            f"{report['method']}: γ = {report['gamma']:.6g}, {report['n_changed']:,} of "
+            f"{report['n_records']:,} records nudged; {done} {report['n_written']:,} rows "
+            f"({report['n_reverted']:,} back to their original, {report['n_new_originals']:,} "
+            f"originals newly kept){versions} — {report['store']}"
+        )
+    if report["test_before"] is not None:
+        result = Table(title=f"test split ({report['n_test_queries']} queries), store vectors")
+        for name in ("metric", "before", "after"):
+            result.add_column(name, justify="left" if name == "metric" else "right")
+        for key, before in report["test_before"].items():
+            if key != "n_queries":
+                result.add_row(key, f"{before:.4f}", f"{report['test_after'][key]:.4f}")
+        out.print(result)
+
+
+@app.command()
+def rollback(
+    store: Store,
+    table: TableName = None,
+    id_column: IdColumn = None,
+    vector_column: VectorColumn = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="LanceDB: restore even if others wrote since the apply."),
+    ] = False,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Undo the last apply: the store goes back to its state before it (as a new version)."""
+    from nudgekit.apply import rollback_store
+
+    try:
+        record = rollback_store(
+            store, table=table, id_column=id_column, vector_column=vector_column, force=force
+        )
+    except _ERRORS as error:
+        fail(error)
+    if as_json:
+        sys.stdout.write(json.dumps(record) + "\n")
+        return
+    for line in _recovered_lines(record["recovered"]):
+        _say(line)
+    if not quiet:
+        restored = (
+            f", {record['n_restored']:,} rows restored"
+            + (
+                f" ({record['n_skipped']:,} changed since, left alone)"
+                if record["n_skipped"]
+                else ""
+            )
+            if "n_restored" in record
+            else ""
+        )
+        _say(
+            f"rolled back apply #{record['rolled_back_seq']}: version {record['version_before']} "
+            f"→ {record['version_after']}{restored} — {record['store']}"
+        )
+
+
+@app.command()
+def history(
+    store: Store,
+    table: TableName = None,
+    id_column: IdColumn = None,
+    vector_column: VectorColumn = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the applies and rollbacks recorded for a store, oldest first."""
+    from nudgekit.apply import store_history
+
+    try:
+        records = store_history(
+            store, table=table, id_column=id_column, vector_column=vector_column
+        )
+    except _ERRORS as error:
+        fail(error)
+    if as_json:
+        sys.stdout.write(json.dumps(records) + "\n")
+        return
+    if not records:
+        _say(f"no applies recorded for {store}" + (f" table {table}" if table else ""))
+        return
+    listing = Table(title=f"{store}" + (f" · {table}" if table else ""))
+    for name in ("#", "event", "status", "created", "method", "γ", "written", "versions", "model"):
+        listing.add_column(name, justify="right" if name in ("#", "γ", "written") else "left")
+    for r in records:
+        apply_ = r["kind"] == "apply"
+        listing.add_row(
+            str(r["seq"]),
+            "apply" if apply_ else f"rollback of #{r['rolled_back_seq']}",
+            r["status"],
+            r["created"][:19].replace("T", " "),
+            r.get("method", "") if apply_ else "",
+            f"{r['gamma']:.4g}" if apply_ else "",
+            f"{r['n_written']:,}" if apply_ else f"{r.get('n_restored', '')}",
+            f"{r.get('version_before', '')} → {r.get('version_after', '?')}",
+            str(r.get("model") or "") if apply_ else "",
+        )
+    out.print(listing)
+
+
+def _recovered_lines(records: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"recovered an interrupted {r['kind']} (#{r['seq']}): "
+        + (
+            "completed"
+            if r["status"] in ("done", "rolled back")
+            else "discarded, nothing had changed"
+        )
+        for r in records
+    ]
+
+
+def _say(text: str) -> None:
+    err.print(text, highlight=False, markup=False, soft_wrap=True)
