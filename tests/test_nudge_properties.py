@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nudgekit import NudgeM, NudgeN, Relevance
@@ -98,14 +98,23 @@ def test_nudge_n_closed_form_beats_every_feasible_point(seed, d, gamma):
     assert np.all(x @ c[0] <= best @ c[0] + 1e-5)
 
 
-def _top1_accuracy(p, embeddings, tol=1e-6):
+def _top1_accuracy(p, embeddings, rtol=1e-5):
+    """Top-1 accuracy, ties counted as correct up to float32 rounding of the scores.
+
+    γ* sits exactly where a relevant record ties its best competitor, and NUDGE-M scores
+    grow with γ, so the tie is only exact up to a tolerance relative to the scores.
+    """
     scores = p.val_q @ embeddings.T
     best = scores.max(axis=1)
-    return np.mean([scores[j, rel].max() >= best[j] - tol for j, rel in enumerate(p.val_rel)])
+    tol = rtol * np.maximum(1.0, np.abs(best))
+    return np.mean([scores[j, rel].max() >= best[j] - tol[j] for j, rel in enumerate(p.val_rel)])
 
 
 @SETTINGS
 @given(p=problems)
+@example(  # γ* ≈ 40: scores ≈ 40, the tie at γ* holds only up to float32 rounding
+    p=make_problem(seed=320, n=159, d=4, n_answering=14, n_train=29, n_val=21, n_test=1, noise=1.0)
+)
 def test_nudge_m_gamma_attains_the_brute_force_maximum(p):
     model = NudgeM().fit(p.corpus, p.train_q, p.train_rel, p.val_q, p.val_rel)
     chosen = _top1_accuracy(p, model.transform(p.corpus))
