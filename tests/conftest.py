@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (here and in CI): a failure is then
+# reproducible, and a green run stays green. Explore new examples with
+# HYPOTHESIS_PROFILE=explore.
+settings.register_profile("fixed", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 SHARED_SCIFACT = Path(__file__).resolve().parents[1].parent / "shared/data/scifact/minilm"
 
