@@ -1,0 +1,90 @@
+"""Hybrids: one method fitted in the space another method produces (``adaptor+nudge-n`` ...).
+
+``first+second`` fits ``first``, maps the training and validation queries into its space
+with its ``encode``, fits ``second`` on its corpus and those queries, and searches
+``second``'s corpus with both encodings applied in turn. NUDGE leaves queries as they are,
+so for ``x+nudge-n`` the queries are ``x``'s and the records are ``x``'s, nudged.
+
+Adding a combination is one line: ``register(hybrid("first", "second"))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from nudgekit.dataset import Split
+
+# the parts must be registered before they can be combined (this module sorts before them)
+from nudgekit.methods import adaptor, nudge, ptft  # noqa: F401
+from nudgekit.methods._base import REGISTRY, Fitted, Method, Task, register
+
+
+class Hybrid(Method):
+    """``second`` fitted on the embeddings ``first`` produces.
+
+    Parameters
+    ----------
+    first, second : mapping, optional
+        Constructor parameters of the two methods, e.g.
+        ``get_method("adaptor+nudge-n", first={"max_steps": 500}, second={"gamma": 0.1})``.
+
+    Notes
+    -----
+    :attr:`Fitted.info` holds ``{"first": first's info, "second": second's info}``;
+    :attr:`Fitted.gamma` is ``second``'s.
+    """
+
+    first: ClassVar[type[Method]]
+    second: ClassVar[type[Method]]
+
+    def __init__(
+        self, first: Mapping[str, Any] | None = None, second: Mapping[str, Any] | None = None
+    ) -> None:
+        self.first_method = self.first(**dict(first or {}))
+        self.second_method = self.second(**dict(second or {}))
+
+    def fit(self, task: Task) -> Fitted:
+        """Fit ``first`` on ``task``, then ``second`` in ``first``'s space."""
+        one = self.first_method.fit(task)
+        inner = replace(
+            task,
+            corpus=one.corpus,
+            train=_encoded(task.train, one),
+            val=_encoded(task.val, one),
+        )
+        two = self.second_method.fit(inner)
+
+        def encode(split: Split) -> np.ndarray:
+            return two.encode(_encoded(split, one))
+
+        return Fitted(two.corpus, encode, two.gamma, {"first": one.info, "second": two.info})
+
+
+def hybrid(first: str, second: str) -> type[Hybrid]:
+    """The :class:`Hybrid` method class named ``"first+second"`` (register it to use it)."""
+    one, two = REGISTRY[first], REGISTRY[second]
+    return type(
+        f"Hybrid_{one.__name__}_{two.__name__}",
+        (Hybrid,),
+        {
+            "name": f"{first}+{second}",
+            "first": one,
+            "second": two,
+            "needs_texts": one.needs_texts or two.needs_texts,
+            "__module__": __name__,
+            "__doc__": f"``{first}``, then ``{second}`` on its embeddings.",
+        },
+    )
+
+
+def _encoded(split: Split, fitted: Fitted) -> Split:
+    """``split`` with its queries in ``fitted``'s space (same ids and labels)."""
+    return replace(split, queries=np.asarray(fitted.encode(split), dtype=np.float32))
+
+
+register(hybrid("adaptor", "nudge-n"))
+register(hybrid("ptft", "nudge-n"))
