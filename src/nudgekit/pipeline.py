@@ -37,21 +37,58 @@ def fit_dataset(
     val_k: int = 1,
     device: str | None = None,
     progress: ProgressCallback | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Fit NUDGE on a dataset's train/val splits and write the new embeddings.
 
     Writes ``out_dir/embeddings.npy`` (float32, N × d, corpus row order) and
     ``out_dir/fit.json`` (method, γ, validation curve, changed rows, timings, versions),
     and returns the ``fit.json`` content. Nothing is written if any input is bad.
+
+    A dataset whose corpus is a ``corpus/`` folder of Parquet shards
+    (:mod:`nudgekit.parquet`) is fitted with one pass over the shards by ``engine``
+    (``"local"``: this process, block by block; ``"ray"``: a Ray Data job, on the cluster
+    at ``ray_address`` or a local Ray instance with ``workers`` CPUs), and
+    ``out_dir/changed.parquet`` (``id``, ``vector`` new, ``original``) replaces
+    ``embeddings.npy``: only the changed records are written.
     """
     started = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if method == "nudge-m" and val_k != 1:
         raise ValueError("--val-k applies to nudge-n only (NUDGE-M maximises top-1 accuracy)")
+    # imported here: the in-memory path needs neither the engines nor pyarrow
+    from nudgekit.engines import ENGINES
+    from nudgekit.parquet import is_parquet_dataset
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a directory")
+    if is_parquet_dataset(dataset_dir):
+        return _fit_parquet_dataset(
+            dataset_dir,
+            out,
+            method=method,
+            gamma=gamma,
+            val_k=val_k,
+            device=device,
+            progress=progress,
+            engine=engine,
+            ray_address=ray_address,
+            workers=workers,
+            quiet=quiet,
+            started=started,
+        )
+    if engine != "local":
+        raise ValueError(
+            f"--engine {engine} reads a Parquet corpus (a corpus/ folder of shards); make one "
+            "with: nudgekit convert DATASET_DIR --to parquet --shards N --out DIR"
+        )
     tick = time.perf_counter()
     data = load_dataset(dataset_dir)
     train = data.split("train")
@@ -102,6 +139,81 @@ def fit_dataset(
         "dataset": str(Path(dataset_dir).resolve()),
         "embeddings": str((out / "embeddings.npy").resolve()),
         "model": data.meta.get("model"),
+        "timings_s": {"load": load_s, **model.timings_, "write": write_s},
+        "versions": versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    report["timings_s"]["total"] = time.perf_counter() - started
+    write_json(out / "fit.json", report)
+    return report
+
+
+def _fit_parquet_dataset(
+    dataset_dir: str | os.PathLike[str],
+    out: Path,
+    *,
+    method: str,
+    gamma: float | None,
+    val_k: int,
+    device: str | None,
+    progress: ProgressCallback | None,
+    engine: str,
+    ray_address: str | None,
+    workers: int | None,
+    quiet: bool,
+    started: float,
+) -> dict[str, Any]:
+    """:func:`fit_dataset` on a Parquet corpus: one pass by ``engine``, changed rows out."""
+    from nudgekit.engines import fit_parquet
+    from nudgekit.parquet import load_parquet_dataset, write_changed_rows
+
+    tick = time.perf_counter()
+    data = load_parquet_dataset(dataset_dir)
+    load_s = time.perf_counter() - tick
+    kwargs: dict[str, Any] = {"gamma": gamma, "device": device}
+    if method == "nudge-n":
+        kwargs["val_k"] = val_k
+    fitted = fit_parquet(
+        METHODS[method](**kwargs),
+        data,
+        engine=engine,
+        ray_address=ray_address,
+        workers=workers,
+        progress=progress,
+        quiet=quiet,
+    )
+    model = fitted.model
+
+    tick = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    changed = out / "changed.parquet"
+    write_changed_rows(
+        changed, fitted.changed_ids, model.changed_embeddings_, model.original_embeddings_
+    )
+    write_s = time.perf_counter() - tick
+
+    curve = model.validation_curve_
+    report: dict[str, Any] = {
+        "method": method,
+        "gamma": model.gamma_,
+        "gamma_searched": gamma is None,
+        "val_k": val_k if method == "nudge-n" else 1,
+        "validation_accuracy": _accuracy_at(curve, model.gamma_),
+        "validation_curve": curve,
+        "n_changed": model.n_changed_,
+        "n_records": data.n_records,
+        "dim": data.dim,
+        "n_train_queries": fitted.n_train_queries,
+        "n_val_queries": fitted.n_val_queries,
+        "device": device or "cpu",
+        "engine": engine,
+        "corpus_format": "parquet",
+        "shards": len(data.corpus.paths),
+        "dataset": str(Path(dataset_dir).resolve()),
+        "embeddings": None,
+        "changed": str(changed.resolve()),
+        "model": data.meta.get("model"),
+        "engine_stats": fitted.stats,
         "timings_s": {"load": load_s, **model.timings_, "write": write_s},
         "versions": versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -190,8 +302,9 @@ def run_demo(
 
 def versions() -> dict[str, str]:
     found = {"nudgekit": __version__, "numpy": np.__version__, "python": platform.python_version()}
-    if "torch" in sys.modules:
-        found["torch"] = sys.modules["torch"].__version__
+    for name in ("torch", "pyarrow", "ray"):  # reported when this run used them
+        if name in sys.modules:
+            found[name] = sys.modules[name].__version__
     return found
 
 

@@ -5,7 +5,15 @@ input are printed as one line on stderr with exit code 2. Commands live in one m
 per theme and register themselves on the shared typer ``app``.
 """
 
-from nudgekit.cli import _core, _data, _experiments, _quickstart, _report, _store  # noqa: F401
+from nudgekit.cli import (  # noqa: F401  (each module registers its commands)
+    _core,
+    _data,
+    _experiments,
+    _quickstart,
+    _report,
+    _scale,
+    _store,
+)
 from nudgekit.cli._app import app
 
 

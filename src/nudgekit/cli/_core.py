@@ -12,6 +12,7 @@ from rich.table import Table
 
 from nudgekit.cli import _app
 from nudgekit.cli._app import Quiet, app, fail, out, progress_bar
+from nudgekit.cli._scale import EngineOption, RayAddressOption
 
 
 @app.command()
@@ -26,9 +27,15 @@ def fit(
     device: Annotated[
         str | None, typer.Option(help="cpu (numpy, default), torch, cuda, cuda:N ...")
     ] = None,
+    engine: EngineOption = "local",
+    ray_address: RayAddressOption = None,
     quiet: Quiet = False,
 ) -> None:
-    """Fit NUDGE on the train/val splits; write new embeddings and a fit report."""
+    """Fit NUDGE on the train/val splits; write new embeddings and a fit report.
+
+    A dataset whose corpus is a corpus/ folder of Parquet shards gets OUT/changed.parquet
+    (only the changed records) in place of embeddings.npy.
+    """
     from nudgekit.pipeline import fit_dataset
 
     try:
@@ -41,6 +48,9 @@ def fit(
                 val_k=val_k,
                 device=device,
                 progress=progress,
+                engine=engine,
+                ray_address=ray_address,
+                quiet=quiet,
             )
     except (ValueError, FileNotFoundError, ImportError) as error:
         fail(error)
