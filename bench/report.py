@@ -1,4 +1,4 @@
-"""Print the markdown tables of every ``bench/results/*.json`` (for docs/benchmarks.md).
+"""Print the markdown tables of every run_bench.py result in ``bench/results`` (docs/benchmarks.md).
 
 Usage::
 
@@ -21,6 +21,8 @@ def main() -> None:
     results = Path(sys.argv[1]) if len(sys.argv) > 1 else BENCH_DIR / "results"
     for path in sorted(results.glob("*.json")):
         result = json.loads(path.read_text())
+        if "nudgekit" not in result:  # not written by run_bench.py
+            continue
         if "command" not in result:  # other benchmarks' results (ray_bench.py) have their own
             continue
         print(f"### {path.name}\n\n`{result['command']}`\n")
