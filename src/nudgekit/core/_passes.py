@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -84,23 +85,35 @@ def top_k_excluding(
         stop = min(start + block_rows, n)
         raw = np.array(corpus[start:stop], dtype=np.float32)
         norms = check_rows(raw, name, offset=start)
-        raw /= norms[:, None].astype(np.float32)
-        x_t = xp.asarray(raw).T
         lo, hi = np.searchsorted(excluded, [start, stop])
-        cols = xp.index(excluded[lo:hi] - start)
-        for q0 in range(0, n_queries, query_block):
-            scores = q[q0 : q0 + query_block] @ x_t
-            if hi > lo:
-                scores[:, cols] = -np.inf
-            if k == 1:
-                best[q0 : q0 + query_block, 0] = xp.maximum(
-                    best[q0 : q0 + query_block, 0], xp.amax(scores, axis=1)
-                )
-            else:
-                best[q0 : q0 + query_block] = xp.top_k_values(
-                    xp.concat([best[q0 : q0 + query_block], scores], axis=1), k
-                )
+        if hi > lo:
+            # dropping the excluded rows before the product is much cheaper than masking
+            # their columns in every (queries × block) score matrix afterwards
+            keep = np.ones(stop - start, dtype=bool)
+            keep[excluded[lo:hi] - start] = False
+            raw, norms = raw[keep], norms[keep]
+        raw /= norms[:, None].astype(np.float32)
+        merge_top_k(xp, q, raw, best, query_block)
         if progress is not None:
             progress(stop - start)
     out = xp.to_numpy(best)
     return -np.sort(-out, axis=1)
+
+
+def merge_top_k(xp: Backend, queries: Any, rows: np.ndarray, best: Any, query_block: int) -> None:
+    """Merge the scores of ``rows`` (normalised, float32) into ``best`` (V × k), in place.
+
+    ``queries`` and ``best`` live on the backend; ``best`` keeps each query's ``k`` best
+    scores so far, unsorted. Query blocks bound the (block × rows) score matrix.
+    """
+    if len(rows) == 0:
+        return
+    x_t = xp.asarray(rows).T
+    k = best.shape[1]
+    for q0 in range(0, queries.shape[0], query_block):
+        part = slice(q0, q0 + query_block)
+        scores = queries[part] @ x_t
+        if k == 1:
+            best[part, 0] = xp.maximum(best[part, 0], xp.amax(scores, axis=1))
+        else:
+            best[part] = xp.top_k_values(xp.concat([best[part], scores], axis=1), k)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from nudgekit.core._backend import Backend, get_backend
+from nudgekit.core._passes import merge_top_k
 from nudgekit.parquet import CorpusError, id_bytes, locate
 
 
@@ -96,19 +97,10 @@ class Scanner:
         tracked = np.flatnonzero(plan.tracked(keys))
         top = None
         if self.q is not None:
-            n_q, k = plan.queries.shape[0], plan.k  # type: ignore[union-attr]
-            best = xp.full((n_q, k), -np.inf)
-            x_t = xp.asarray(raw).T
-            cols = xp.index(tracked)
-            for q0 in range(0, n_q, plan.query_block):  # query blocks, not queries
-                part = slice(q0, q0 + plan.query_block)
-                scores = self.q[part] @ x_t
-                if len(tracked):
-                    scores[:, cols] = -np.inf
-                if k == 1:
-                    best[part, 0] = xp.maximum(best[part, 0], xp.amax(scores, axis=1))
-                else:
-                    best[part] = xp.top_k_values(xp.concat([best[part], scores], axis=1), k)
+            best = xp.full((plan.queries.shape[0], plan.k), -np.inf)  # type: ignore[union-attr]
+            untracked = np.ones(len(raw), dtype=bool)
+            untracked[tracked] = False
+            merge_top_k(xp, self.q, raw[untracked], best, plan.query_block)
             top = xp.to_numpy(best)
         return BlockResult(len(raw), top, rows[tracked], keys[tracked], raw[tracked])
 
