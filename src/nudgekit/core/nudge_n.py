@@ -176,10 +176,16 @@ def grid_hits(
         s, t = qb @ v_t, qb @ c_t
         fixed = fixed_top[q0:q1]
         threshold = fixed[:, k - 1]
-        z = (t - s * vc_x) * inv_ortho_x
-        bound = xp.sqrt(s * s + z * z)
-        slack = 1e-5 * (np.abs(threshold) + 1.0)  # the bound is float32 too
-        rows, cols = xp.nonzero(bound >= xp.asarray(threshold - slack)[:, None])
+        # bound² = s² + z², z = (t − s·vc)/‖c⊥‖, in place: this runs on every (query,
+        # record) pair, so it is written as few passes over the block as possible
+        bound2 = s * vc_x
+        bound2 -= t
+        bound2 *= inv_ortho_x
+        bound2 *= bound2
+        bound2 += s * s
+        limit = threshold - 1e-5 * (np.abs(threshold) + 1.0)  # the bound is float32 too
+        limit2 = np.where(limit > 0, limit * limit, -1.0)  # any bound passes a limit ≤ 0
+        rows, cols = xp.nonzero(bound2 >= xp.asarray(limit2)[:, None])
         s_c, t_c = xp.to_numpy(s[rows, cols]), xp.to_numpy(t[rows, cols])
         rows, cols = xp.to_numpy(rows), xp.to_numpy(cols)
         for gi, (alpha, beta) in enumerate(coeffs32):
