@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from nudgekit import NudgeM, NudgeN, Relevance
 from nudgekit.core import nudge_n
+from nudgekit.core._passes import query_sums
 
 from .conftest import make_problem
 
@@ -141,6 +142,19 @@ def test_nudge_n_curve_is_the_brute_force_accuracy_and_gamma_its_first_maximum(p
         out = NudgeN(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel).transform(p.corpus)
         assert accuracy == pytest.approx(_topk_accuracy(p, out, val_k), abs=1e-9)
     assert model.gamma_ == curve["gamma"][int(np.argmax(curve["accuracy"]))]
+
+
+@SETTINGS
+@given(p=problems, block=st.integers(1, 50))
+def test_query_sums_is_the_sum_of_each_records_training_queries(p, block):
+    rows, g = query_sums(
+        p.train_q, Relevance.from_lists(p.train_rel, len(p.corpus)), block_records=block
+    )
+    dense = np.zeros((len(p.corpus), p.train_q.shape[1]))
+    for j, relevant in enumerate(p.train_rel):
+        dense[np.unique(relevant)] += p.train_q[j]
+    np.testing.assert_array_equal(rows, np.flatnonzero(np.any(dense != 0, axis=1)))
+    np.testing.assert_allclose(g, dense[rows], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", [NudgeN, NudgeM])
