@@ -204,7 +204,7 @@ def write_embeddings(
                 block = np.ascontiguousarray(block, dtype="<f4")
                 if block.ndim != 2 or block.shape[1] != shape[1]:
                     raise ValueError(f"block of shape {block.shape} does not fit {shape}")
-                f.write(block.tobytes())
+                f.write(memoryview(block).cast("B"))  # no bytes copy
                 rows += len(block)
             if rows != shape[0]:
                 raise ValueError(f"wrote {rows} rows, expected {shape[0]}")
