@@ -17,6 +17,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from nudgekit import NudgeM, NudgeN  # noqa: E402
+from nudgekit.core import NudgeIN, NudgeMN, NudgeNClustered, NudgeS  # noqa: E402
 from nudgekit.dataset import load_dataset  # noqa: E402
 from nudgekit.engines import ParquetFit, fit_parquet  # noqa: E402
 from nudgekit.parquet import (  # noqa: E402
@@ -159,6 +160,51 @@ def test_local_engine_matches_the_in_memory_fit(datasets, method, kwargs):
         METHODS[method](**kwargs), load_parquet_dataset(pq_dir), engine="local", block_rows=100
     )
     assert_same_fit(ref, written, fitted)
+
+
+@pytest.mark.parametrize(
+    "make_model",
+    [
+        lambda: NudgeNClustered(n_clusters=3),
+        lambda: NudgeMN(),
+        lambda: NudgeS(),
+        lambda: NudgeIN(n_iter=20),
+    ],
+    ids=["clustered", "mn", "s", "in"],
+)
+def test_local_engine_fits_the_variants_as_their_own_fit_does(datasets, make_model):
+    # the engines meet the estimators at fit_from_pass, which every variant inherits
+    written, pq_dir = datasets
+    ref = reference_fit(written, make_model())
+    fitted = fit_parquet(make_model(), load_parquet_dataset(pq_dir), block_rows=100)
+    assert_same_fit(ref, written, fitted)
+    if isinstance(ref, NudgeNClustered):
+        np.testing.assert_array_equal(fitted.model.cluster_gammas_, ref.cluster_gammas_)
+
+
+def test_fit_from_pass_checks_what_the_pass_returned(datasets):
+    written, _ = datasets
+    data = load_dataset(written.root)
+    train, val = data.split("train"), data.split("val")
+    model = NudgeN()
+    tracked = model.tracked_rows(train.relevance, val.relevance)
+    args = dict(
+        n_records=len(data.corpus),
+        dim=data.corpus.shape[1],
+        train_queries=train.queries,
+        train_relevance=train.relevance,
+        val_queries=val.queries,
+        val_relevance=val.relevance,
+        tracked=tracked,
+        tracked_vectors=np.zeros((len(tracked), data.corpus.shape[1]), np.float32),
+        fixed=np.zeros((len(val.queries), model.fixed_k), np.float32),
+    )
+    with pytest.raises(ValueError, match="exactly the tracked records"):
+        model.fit_from_pass(**{**args, "tracked": tracked[1:]})
+    with pytest.raises(ValueError, match="tracked vectors have shape"):
+        model.fit_from_pass(**{**args, "tracked_vectors": args["tracked_vectors"][1:]})
+    with pytest.raises(ValueError, match="fixed scores have shape"):
+        model.fit_from_pass(**{**args, "fixed": np.zeros((len(val.queries), 2), np.float32)})
 
 
 def test_top_k_fixed_scores_float16_corpus_and_many_small_shards(tmp_path):

@@ -87,8 +87,6 @@ class _Nudge(ABC):
         self
         """
         self._check_params()
-        xp = get_backend(self.device)
-        timings: dict[str, float] = {}
         tick = time.perf_counter()
         n, d = _corpus_shape(corpus)
         train_q = check_matrix(train_queries, "train queries", dim=d)
@@ -100,8 +98,8 @@ class _Nudge(ABC):
             corpus_ids=corpus_ids,
             query_ids=train_query_ids,
         )
-        searching = self.gamma is None
-        if searching:
+        val_q, val_rel = None, None
+        if self.gamma is None:
             if val_queries is None or val_relevant is None:
                 raise ValueError("validation queries and labels are needed to choose gamma")
             val_q = check_matrix(val_queries, "validation queries", dim=d)
@@ -113,36 +111,141 @@ class _Nudge(ABC):
                 corpus_ids=corpus_ids,
                 query_ids=val_query_ids,
             )
-            unlabelled = np.flatnonzero(val_rel.counts() == 0)
-            if len(unlabelled):
-                raise ValueError(
-                    f"validation labels: query {int(unlabelled[0])} has no relevant record"
-                )
-        if train_rel.nnz == 0:
-            raise ValueError("train labels: no training query has a relevant record")
-
-        moved_rows, g = query_sums(train_q, train_rel)
-        tracked = (np.union1d(moved_rows, val_rel.indices) if searching else moved_rows).astype(
-            np.int64
-        )
+        _check_labelled(train_rel, val_rel)
+        tracked = self.tracked_rows(train_rel, val_rel)
         v = normalized_rows(corpus, tracked)
-        c = np.zeros_like(v)
-        c[np.searchsorted(tracked, moved_rows)] = self._direction(g)
-        timings["prepare"] = time.perf_counter() - tick
-
-        if searching:
+        timings = {"prepare": time.perf_counter() - tick}
+        fixed = None
+        if val_q is not None:
             tick = time.perf_counter()
             fixed = top_k_excluding(
-                xp,
+                get_backend(self.device),
                 val_q,
                 corpus,
                 tracked,
-                self._fixed_k(),
+                self.fixed_k,
                 block_rows=self.block_rows,
                 query_block=self.query_block,
                 progress=phase_counter(progress, "scan corpus", n),
             )
             timings["scan_corpus"] = time.perf_counter() - tick
+        return self._fit_tracked(
+            n, d, train_q, train_rel, val_q, val_rel, tracked, v, fixed, timings
+        )
+
+    # -- fitting from a corpus pass run elsewhere -----------------------------------------
+    @property
+    def fixed_k(self) -> int:
+        """How many best scores among the records that do not move the γ search needs per
+        validation query (what the corpus pass must keep); 0 when γ is fixed."""
+        return self._fixed_k() if self.gamma is None else 0
+
+    def tracked_rows(
+        self, train_relevance: Relevance, val_relevance: Relevance | None = None
+    ) -> np.ndarray:
+        """Sorted corpus rows the corpus pass must return whole: every record a training
+        query points to and, when γ is searched, every record relevant to a validation
+        query. All other rows only feed each validation query's best ``fixed_k`` scores."""
+        rows = np.unique(train_relevance.indices)
+        if self.gamma is None and val_relevance is not None:
+            rows = np.union1d(rows, val_relevance.indices)
+        return rows.astype(np.int64)
+
+    def fit_from_pass(
+        self,
+        *,
+        n_records: int,
+        dim: int,
+        train_queries: Any,
+        train_relevance: Relevance,
+        val_queries: Any = None,
+        val_relevance: Relevance | None = None,
+        tracked: np.ndarray,
+        tracked_vectors: np.ndarray,
+        fixed: np.ndarray | None,
+        timings: dict[str, float] | None = None,
+    ) -> _Nudge:
+        """Finish :meth:`fit` from a corpus pass run elsewhere (e.g. over Parquet shards).
+
+        :meth:`fit` is: checks, one pass over the corpus, then work on the tracked records
+        only. A scale-out engine runs the pass itself and hands its results here; the
+        model ends in exactly the state :meth:`fit` leaves it in.
+
+        Parameters
+        ----------
+        n_records, dim : int
+            Corpus shape.
+        train_queries, val_queries : float arrays
+        train_relevance, val_relevance : Relevance
+            Over corpus rows. ``val_*`` are ignored when ``gamma`` is fixed.
+        tracked : int64 array
+            :meth:`tracked_rows` of these labels.
+        tracked_vectors : float32 array (len(tracked), d)
+            Their L2-normalised embeddings.
+        fixed : float32 array (V, ``fixed_k``) or None
+            Each validation query's best ``fixed_k`` scores among the untracked rows,
+            descending (``-inf`` where fewer remain); None when γ is fixed.
+        timings : dict, optional
+            Seconds of the earlier phases, kept in ``timings_``.
+        """
+        self._check_params()
+        tick = time.perf_counter()
+        train_q = check_matrix(train_queries, "train queries", dim=dim)
+        val_q, val_rel = None, None
+        if self.gamma is None:
+            if val_queries is None or val_relevance is None or fixed is None:
+                raise ValueError("validation queries, labels and fixed scores are needed")
+            val_q, val_rel = check_matrix(val_queries, "validation queries", dim=dim), val_relevance
+            if np.shape(fixed) != (len(val_q), self.fixed_k):
+                raise ValueError(
+                    f"fixed scores have shape {np.shape(fixed)}, "
+                    f"expected {(len(val_q), self.fixed_k)}"
+                )
+        _check_labelled(train_relevance, val_rel)
+        if not np.array_equal(self.tracked_rows(train_relevance, val_rel), tracked):
+            raise ValueError("the corpus pass did not return exactly the tracked records")
+        v = np.ascontiguousarray(tracked_vectors, dtype=np.float32)
+        if v.shape != (len(tracked), dim):
+            raise ValueError(
+                f"tracked vectors have shape {v.shape}, expected {(len(tracked), dim)}"
+            )
+        timings = dict(timings or {})
+        timings["prepare"] = timings.get("prepare", 0.0) + time.perf_counter() - tick
+        return self._fit_tracked(
+            int(n_records),
+            int(dim),
+            train_q,
+            train_relevance,
+            val_q,
+            val_rel,
+            tracked,
+            v,
+            fixed,
+            timings,
+        )
+
+    def _fit_tracked(
+        self,
+        n: int,
+        d: int,
+        train_q: np.ndarray,
+        train_rel: Relevance,
+        val_q: np.ndarray | None,
+        val_rel: Relevance | None,
+        tracked: np.ndarray,
+        v: np.ndarray,
+        fixed: np.ndarray | None,
+        timings: dict[str, float],
+    ) -> _Nudge:
+        """Everything after the corpus pass: G, the γ search and the update, on tracked rows."""
+        xp = get_backend(self.device)
+        tick = time.perf_counter()
+        moved_rows, g = query_sums(train_q, train_rel)
+        c = np.zeros_like(v)
+        c[np.searchsorted(tracked, moved_rows)] = self._direction(g)
+        timings["prepare"] = timings.get("prepare", 0.0) + time.perf_counter() - tick
+
+        if val_q is not None and val_rel is not None and fixed is not None:
             tick = time.perf_counter()
             rel = Relevance(
                 val_rel.indptr,
@@ -394,6 +497,17 @@ class NudgeN(_Nudge):
 
     def _update(self, v: np.ndarray, c: np.ndarray, gamma: float) -> np.ndarray:
         return nudge_n.apply_update(v, c, nudge_n.MoveGeometry.of(v, c), gamma)
+
+
+def _check_labelled(train: Relevance, val: Relevance | None) -> None:
+    if val is not None:
+        unlabelled = np.flatnonzero(val.counts() == 0)
+        if len(unlabelled):
+            raise ValueError(
+                f"validation labels: query {int(unlabelled[0])} has no relevant record"
+            )
+    if train.nnz == 0:
+        raise ValueError("train labels: no training query has a relevant record")
 
 
 def _curve_value(curve: dict[str, list[float]], gamma: float) -> float:

@@ -100,12 +100,12 @@ class NudgeNClustered(NudgeN):
         self.seed = seed
         self.sample_size = sample_size
 
-    def fit(self, *args: Any, **kwargs: Any) -> NudgeNClustered:
-        """Learn per-cluster γs and the new embeddings; arguments as :meth:`NudgeN.fit`."""
-        # set by _search, read by _movable/_update while the base class fits
+    def _fit_tracked(self, *args: Any) -> NudgeNClustered:
+        # set by _search, read by _movable/_update while the base class fits (both from
+        # fit and from fit_from_pass)
         self._clusters: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
         try:
-            super().fit(*args, **kwargs)
+            super()._fit_tracked(*args)
             clusters = self._clusters
         finally:
             del self._clusters

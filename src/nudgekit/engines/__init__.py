@@ -7,8 +7,8 @@ Both engines fit NUDGE on a Parquet dataset (:mod:`nudgekit.parquet`) the same w
    tracked rows are gathered, every other row only updates each validation query's best
    ``k`` scores — the local engine in a loop (:mod:`._local`), Ray in ``map_batches``
    over a datasource of shard fragments (:mod:`._ray`);
-3. the core finishes on that small remainder (:mod:`._fit`), exactly as ``fit`` does on
-   an in-memory corpus.
+3. the estimator finishes on that small remainder (``fit_from_pass``), exactly as ``fit``
+   does on an in-memory corpus.
 
 Engines differ only in where step 2 runs; their results are identical.
 """
@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from nudgekit.core import Relevance
-from nudgekit.core._estimators import phase_counter
-from nudgekit.engines._fit import check_model, fit_from_pass
+from nudgekit.core._estimators import _Nudge, phase_counter
 from nudgekit.engines._scan import PassResult, ScanPlan
 from nudgekit.parquet import CorpusError, ParquetDataset
 
@@ -56,11 +55,11 @@ def fit_parquet(
     progress: ProgressCallback | None = None,
     quiet: bool = False,
 ) -> ParquetFit:
-    """Fit ``model`` (an unfitted NudgeN/NudgeM) on a Parquet dataset with one corpus pass.
+    """Fit ``model`` (an unfitted NUDGE estimator) on a Parquet dataset with one corpus pass.
 
     Parameters
     ----------
-    model : NudgeN or NudgeM
+    model : NudgeN, NudgeM or one of their variants
     dataset : ParquetDataset
     engine : {"local", "ray"}
     ray_address : str, optional
@@ -85,7 +84,9 @@ def fit_parquet(
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    check_model(model)
+    if not isinstance(model, _Nudge):
+        raise ValueError(f"{type(model).__name__}: the engines fit NUDGE estimators only")
+    model._check_params()
     tick = time.perf_counter()
     searching = model.gamma is None
     labels, splits = dataset.labelled_splits(("train", "val") if searching else ("train",))
@@ -93,15 +94,12 @@ def fit_parquet(
     if train.relevance.nnz == 0:
         raise ValueError("train labels: no training query has a relevant record")
     if val is not None:
-        unlabelled = np.flatnonzero(val.relevance.counts() == 0)
-        if len(unlabelled):
-            qid = val.query_ids[int(unlabelled[0])]
-            raise ValueError(f"split 'val': query {qid!r} has no relevant record in qrels.json")
+        val.check_labelled()
     corpus = dataset.corpus
     plan = ScanPlan(
         labels=labels,
         queries=val.queries if val is not None else None,
-        k=model._fixed_k() if searching else 0,
+        k=model.fixed_k,
         dim=corpus.dim,
         n_records=corpus.n_records,
         shard_names=corpus.shard_names(),
@@ -147,8 +145,7 @@ def fit_parquet(
     rows_of_label = _rows_of_labels(labels, result, splits)
     train_rel = _over_rows(train.relevance, rows_of_label, corpus.n_records)
     val_rel = _over_rows(val.relevance, rows_of_label, corpus.n_records) if val else None
-    fit_from_pass(
-        model,
+    model.fit_from_pass(
         n_records=corpus.n_records,
         dim=corpus.dim,
         train_queries=train.queries,
