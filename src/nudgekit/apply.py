@@ -34,7 +34,7 @@ from nudgekit.dataset import (
     read_splits,
 )
 from nudgekit.metrics import retrieval_metrics
-from nudgekit.pipeline import METHODS, versions
+from nudgekit.pipeline import METHODS, make_estimator, versions
 from nudgekit.retrieval import search
 from nudgekit.stores import METRICS, Changes, StoreError, VectorStore, digest, open_store
 from nudgekit.stores._base import new_id, now, same_rows
@@ -456,19 +456,11 @@ def apply_to_store(
             labels.meta,
         )
         train = data.split("train")
-        val = data.split("val") if gamma is None else None
-        if val is not None:
-            unlabelled = np.flatnonzero(val.relevance.counts() == 0)
-            if len(unlabelled):
-                qid = val.query_ids[int(unlabelled[0])]
-                raise ValueError(f"split 'val': query {qid!r} has no relevant record in qrels.json")
+        val = data.split("val").check_labelled() if gamma is None else None
         test = data.split("test") if test_ids else None
 
         tick = time.perf_counter()
-        kwargs: dict[str, Any] = {"gamma": gamma, "device": device}
-        if method == "nudge-n":
-            kwargs["val_k"] = val_k
-        model = METHODS[method](**kwargs)
+        model = make_estimator(method, gamma, val_k, device)
         model.fit(
             snap.base,
             train.queries,

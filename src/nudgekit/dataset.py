@@ -45,6 +45,16 @@ class Split:
     queries: np.ndarray  # float32 [n, d]
     relevance: Relevance
 
+    def check_labelled(self) -> Split:
+        """Raise if a query has no relevant record (γ is chosen on such a split); self."""
+        unlabelled = np.flatnonzero(self.relevance.counts() == 0)
+        if len(unlabelled):
+            qid = self.query_ids[int(unlabelled[0])]
+            raise ValueError(
+                f"split {self.name!r}: query {qid!r} has no relevant record in qrels.json"
+            )
+        return self
+
 
 @dataclass
 class EmbeddedDataset:

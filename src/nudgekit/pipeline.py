@@ -92,18 +92,10 @@ def fit_dataset(
     tick = time.perf_counter()
     data = load_dataset(dataset_dir)
     train = data.split("train")
-    val = data.split("val") if gamma is None else None
-    if val is not None:
-        unlabelled = np.flatnonzero(val.relevance.counts() == 0)
-        if len(unlabelled):
-            qid = val.query_ids[int(unlabelled[0])]
-            raise ValueError(f"split 'val': query {qid!r} has no relevant record in qrels.json")
+    val = data.split("val").check_labelled() if gamma is None else None
     load_s = time.perf_counter() - tick
 
-    kwargs: dict[str, Any] = {"gamma": gamma, "device": device}
-    if method == "nudge-n":
-        kwargs["val_k"] = val_k
-    model = METHODS[method](**kwargs)
+    model = make_estimator(method, gamma, val_k, device)
     model.fit(
         data.corpus,
         train.queries,
@@ -122,30 +114,22 @@ def fit_dataset(
     )
     write_s = time.perf_counter() - tick
 
-    curve = model.validation_curve_
-    report: dict[str, Any] = {
-        "method": method,
-        "gamma": model.gamma_,
-        "gamma_searched": gamma is None,
-        "val_k": val_k if method == "nudge-n" else 1,
-        "validation_accuracy": _accuracy_at(curve, model.gamma_),
-        "validation_curve": curve,
-        "n_changed": model.n_changed_,
-        "n_records": data.n_records,
-        "dim": data.dim,
-        "n_train_queries": len(train.query_ids),
-        "n_val_queries": len(val.query_ids) if val else 0,
-        "device": device or "cpu",
-        "dataset": str(Path(dataset_dir).resolve()),
-        "embeddings": str((out / "embeddings.npy").resolve()),
-        "model": data.meta.get("model"),
-        "timings_s": {"load": load_s, **model.timings_, "write": write_s},
-        "versions": versions(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    report["timings_s"]["total"] = time.perf_counter() - started
-    write_json(out / "fit.json", report)
-    return report
+    return _write_report(
+        out,
+        model,
+        method=method,
+        val_k=val_k,
+        device=device,
+        started=started,
+        timings={"load": load_s, **model.timings_, "write": write_s},
+        n_records=data.n_records,
+        dim=data.dim,
+        n_train_queries=len(train.query_ids),
+        n_val_queries=len(val.query_ids) if val else 0,
+        dataset=str(Path(dataset_dir).resolve()),
+        embeddings=str((out / "embeddings.npy").resolve()),
+        model=data.meta.get("model"),
+    )
 
 
 def _fit_parquet_dataset(
@@ -170,11 +154,8 @@ def _fit_parquet_dataset(
     tick = time.perf_counter()
     data = load_parquet_dataset(dataset_dir)
     load_s = time.perf_counter() - tick
-    kwargs: dict[str, Any] = {"gamma": gamma, "device": device}
-    if method == "nudge-n":
-        kwargs["val_k"] = val_k
     fitted = fit_parquet(
-        METHODS[method](**kwargs),
+        make_estimator(method, gamma, val_k, device),
         data,
         engine=engine,
         ray_address=ray_address,
@@ -192,35 +173,27 @@ def _fit_parquet_dataset(
     )
     write_s = time.perf_counter() - tick
 
-    curve = model.validation_curve_
-    report: dict[str, Any] = {
-        "method": method,
-        "gamma": model.gamma_,
-        "gamma_searched": gamma is None,
-        "val_k": val_k if method == "nudge-n" else 1,
-        "validation_accuracy": _accuracy_at(curve, model.gamma_),
-        "validation_curve": curve,
-        "n_changed": model.n_changed_,
-        "n_records": data.n_records,
-        "dim": data.dim,
-        "n_train_queries": fitted.n_train_queries,
-        "n_val_queries": fitted.n_val_queries,
-        "device": device or "cpu",
-        "engine": engine,
-        "corpus_format": "parquet",
-        "shards": len(data.corpus.paths),
-        "dataset": str(Path(dataset_dir).resolve()),
-        "embeddings": None,
-        "changed": str(changed.resolve()),
-        "model": data.meta.get("model"),
-        "engine_stats": fitted.stats,
-        "timings_s": {"load": load_s, **model.timings_, "write": write_s},
-        "versions": versions(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    report["timings_s"]["total"] = time.perf_counter() - started
-    write_json(out / "fit.json", report)
-    return report
+    return _write_report(
+        out,
+        model,
+        method=method,
+        val_k=val_k,
+        device=device,
+        started=started,
+        timings={"load": load_s, **model.timings_, "write": write_s},
+        n_records=data.n_records,
+        dim=data.dim,
+        n_train_queries=fitted.n_train_queries,
+        n_val_queries=fitted.n_val_queries,
+        engine=engine,
+        corpus_format="parquet",
+        shards=len(data.corpus.paths),
+        dataset=str(Path(dataset_dir).resolve()),
+        embeddings=None,
+        changed=str(changed.resolve()),
+        model=data.meta.get("model"),
+        engine_stats=fitted.stats,
+    )
 
 
 def evaluate_dataset(
@@ -308,13 +281,55 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _accuracy_at(curve: dict[str, list[float]] | None, gamma: float) -> float | None:
-    if not curve:
-        return None
-    gammas = np.asarray(curve["gamma"])
-    # step function (NUDGE-M) or grid (NUDGE-N): the value at the last point <= gamma
-    i = int(np.searchsorted(gammas, gamma, side="right")) - 1
-    return float(curve["accuracy"][max(i, 0)])
+def make_estimator(method: str, gamma: float | None, val_k: int, device: str | None) -> Any:
+    """The unfitted estimator of ``method`` (a key of :data:`METHODS`)."""
+    kwargs: dict[str, Any] = {"gamma": gamma, "device": device}
+    if method == "nudge-n":
+        kwargs["val_k"] = val_k
+    return METHODS[method](**kwargs)
+
+
+def _write_report(
+    out: Path,
+    estimator: Any,
+    *,
+    method: str,
+    val_k: int,
+    device: str | None,
+    started: float,
+    timings: dict[str, float],
+    n_records: int,
+    dim: int,
+    n_train_queries: int,
+    n_val_queries: int,
+    **where: Any,
+) -> dict[str, Any]:
+    """Write ``out/fit.json`` (both corpus formats) and return its content.
+
+    ``where`` holds the format's own keys (dataset, embeddings or changed rows, engine ...),
+    placed after the common ones as before.
+    """
+    report: dict[str, Any] = {
+        "method": method,
+        "gamma": estimator.gamma_,
+        "gamma_searched": estimator.gamma is None,
+        "val_k": val_k if method == "nudge-n" else 1,
+        "validation_accuracy": estimator.validation_accuracy_,
+        "validation_curve": estimator.validation_curve_,
+        "n_changed": estimator.n_changed_,
+        "n_records": n_records,
+        "dim": dim,
+        "n_train_queries": n_train_queries,
+        "n_val_queries": n_val_queries,
+        "device": device or "cpu",
+        **where,
+        "timings_s": timings,
+        "versions": versions(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    report["timings_s"]["total"] = time.perf_counter() - started
+    write_json(out / "fit.json", report)
+    return report
 
 
 def _reporting(
