@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nudgekit import NudgeM, NudgeN, Relevance
-from nudgekit.core import nudge_n
+from nudgekit.core import nudge_m, nudge_n
+from nudgekit.core._backend import get_backend
 from nudgekit.core._passes import query_sums
 
 from .conftest import make_problem
@@ -155,6 +156,51 @@ def test_query_sums_is_the_sum_of_each_records_training_queries(p, block):
         dense[np.unique(relevant)] += p.train_q[j]
     np.testing.assert_array_equal(rows, np.flatnonzero(np.any(dense != 0, axis=1)))
     np.testing.assert_allclose(g, dense[rows], rtol=1e-6, atol=1e-6)
+
+
+def _dense_winning_intervals(queries, v, g_hat, fixed_best, relevance):
+    """NUDGE-M's intervals straight from the definition: every pair against every record."""
+    out = []
+    for j in range(relevance.n_queries):
+        for y in relevance.indices[relevance.indptr[j] : relevance.indptr[j + 1]]:
+            s, t = v @ queries[j], g_hat @ queries[j]
+            s = np.r_[s, fixed_best[j]].astype(np.float32)
+            t = np.r_[t, 0.0].astype(np.float32)
+            slope, gap = t[y] - t, s - s[y]
+            if np.any((slope == 0) & (gap > 0)):
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = gap / slope
+            lower = max(0.0, float(np.max(ratio[slope > 0], initial=-np.inf)))
+            upper = float(np.min(ratio[slope < 0], initial=np.inf))
+            if upper >= lower:
+                out.append((j, lower, upper))
+    return out
+
+
+@SETTINGS
+@given(p=problems, block=st.integers(1, 200), copies=st.integers(0, 3))
+def test_nudge_m_intervals_match_the_definition(p, block, copies):
+    # duplicated records (equal slopes and scores) and records that never move (Ĝ = 0,
+    # slope 0 against the fixed competitor) are the edge cases of the sparse reduction
+    rel = Relevance.from_lists(p.val_rel, len(p.corpus))
+    rows = np.unique(np.r_[rel.indices, np.arange(copies)])
+    v = _normalised(p.corpus[rows])
+    g = _normalised(v + np.roll(v, 1, axis=0))
+    g[: copies + 1] = g[0]  # equal slopes, different scores
+    if copies and len(rows) > copies + 1:
+        v[copies + 1], g[copies + 1] = v[0], g[0]  # a record and its exact copy
+    g[-1] = 0.0
+    local = Relevance(rel.indptr, np.searchsorted(rows, rel.indices), rel.grades, len(rows))
+    fixed = np.full(len(p.val_q), 0.1, dtype=np.float32)
+    query, lower, upper = nudge_m.winning_intervals(
+        get_backend(None), p.val_q, v, g, fixed, local, block_elements=block
+    )
+    expected = _dense_winning_intervals(p.val_q, v, g, fixed, local)
+    # the products are summed in another order here: equal up to float32 rounding
+    assert query.tolist() == [j for j, _, _ in expected]
+    np.testing.assert_allclose(lower, [lo for _, lo, _ in expected], rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(upper, [up for _, _, up in expected], rtol=1e-3, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", [NudgeN, NudgeM])

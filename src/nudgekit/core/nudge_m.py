@@ -62,7 +62,10 @@ def winning_intervals(
     -----
     y beats record i at γ iff γ·(T_y − T_i) ≥ S_i − S_y: a lower bound where T_y > T_i, an
     upper bound where T_y < T_i, and a pair-killer where the slopes are equal and i scores
-    higher. Pairs are processed in blocks of about ``block_elements / L``.
+    higher. Most records score below y and rise more slowly (S_i < S_y, T_i < T_y): they
+    bound nothing, so each block keeps only the other (record, pair) entries, and the
+    bounds are reduced over those. Pairs are processed in blocks of about
+    ``block_elements / L``.
     """
     n_tracked = v.shape[0]
     pair_query = relevance.query_of_entry()
@@ -72,29 +75,59 @@ def winning_intervals(
     queries_ok, lowers, uppers = [], [], []
     for p0 in range(0, len(pair_query), step):
         pq = pair_query[p0 : p0 + step]
-        py = xp.index(pair_record[p0 : p0 + step])
+        n_pairs = len(pq)
         qb = xp.asarray(queries[pq])
-        s, t = qb @ v_t, qb @ g_t
-        arange = xp.index(np.arange(len(pq)))
-        s_y, t_y = s[arange, py], t[arange, py]
-        # the never-moving records as one more competitor with slope 0
-        s = xp.concat([s, xp.asarray(fixed_best[pq])[:, None]], axis=1)
-        t = xp.concat([t, xp.full((len(pq), 1), 0.0)], axis=1)
-        slope = t_y[:, None] - t
-        gap = s - s_y[:, None]
-        ratio = gap / xp.where(slope == 0, 1.0, slope)
-        lower = xp.amax(xp.where(slope > 0, ratio, -np.inf), axis=1)
-        upper = xp.amin(xp.where(slope < 0, ratio, np.inf), axis=1)
-        killed = xp.any((slope == 0) & (gap > 0), axis=1)
-        lower, upper = xp.to_numpy(lower).astype(np.float64), xp.to_numpy(upper).astype(np.float64)
-        lower = np.maximum(lower, 0.0)
-        ok = ~xp.to_numpy(killed) & (upper >= lower)
+        gap, rise = qb @ v_t, qb @ g_t
+        at_y = (xp.index(np.arange(n_pairs)), xp.index(pair_record[p0 : p0 + step]))
+        s_y, t_y = xp.to_numpy(gap[at_y]), xp.to_numpy(rise[at_y])
+        gap -= xp.asarray(s_y)[:, None]  # S_i − S_y
+        rise -= xp.asarray(t_y)[:, None]  # T_i − T_y = −slope (negation is exact)
+        rows, cols = xp.nonzero((gap > 0) | (rise >= 0))
+        gap_c = xp.to_numpy(gap[rows, cols])
+        slope_c = -xp.to_numpy(rise[rows, cols])
+        rows = xp.to_numpy(rows)
+        # the never-moving records: one more competitor, with slope T_y − 0
+        gap_f = fixed_best[pq].astype(np.float32) - s_y
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio_c = gap_c / slope_c
+            ratio_f = gap_f / t_y
+        lower = _row_extreme(
+            np.maximum, rows, ratio_c, (gap_c > 0) & (slope_c > 0), n_pairs, -np.inf
+        )
+        lower = np.maximum(lower, np.where(t_y > 0, ratio_f, -np.inf))
+        upper = _row_extreme(np.minimum, rows, ratio_c, slope_c < 0, n_pairs, np.inf)
+        upper = np.minimum(upper, np.where(t_y < 0, ratio_f, np.inf))
+        killed = np.zeros(n_pairs, dtype=bool)
+        killed[rows[(slope_c == 0) & (gap_c > 0)]] = True
+        killed |= (t_y == 0) & (gap_f > 0)
+        lower, upper = np.maximum(lower.astype(np.float64), 0.0), upper.astype(np.float64)
+        ok = ~killed & (upper >= lower)
         queries_ok.append(pq[ok])
         lowers.append(lower[ok])
         uppers.append(upper[ok])
     if not lowers:
         return np.empty(0, dtype=np.int64), np.empty(0), np.empty(0)
     return np.concatenate(queries_ok), np.concatenate(lowers), np.concatenate(uppers)
+
+
+def _row_extreme(
+    ufunc: np.ufunc,
+    rows: np.ndarray,
+    values: np.ndarray,
+    keep: np.ndarray,
+    n_rows: int,
+    empty: float,
+) -> np.ndarray:
+    """``ufunc`` (max or min) of ``values[keep]`` per row; ``empty`` for rows with none.
+
+    ``rows`` must be sorted (as ``nonzero`` returns them).
+    """
+    out = np.full(n_rows, empty, dtype=np.float32)
+    rows, values = rows[keep], values[keep]
+    if len(rows):
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        out[rows[starts]] = ufunc.reduceat(values, starts)
+    return out
 
 
 def merge_per_query(
