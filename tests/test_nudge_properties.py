@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from nudgekit import NudgeM, NudgeN, Relevance
 from nudgekit.core import nudge_m, nudge_n
 from nudgekit.core._backend import get_backend
+from nudgekit.core._checks import row_norms
 from nudgekit.core._passes import query_sums
 
 from .conftest import make_problem
@@ -201,6 +202,23 @@ def test_nudge_m_intervals_match_the_definition(p, block, copies):
     assert query.tolist() == [j for j, _, _ in expected]
     np.testing.assert_allclose(lower, [lo for _, lo, _ in expected], rtol=1e-3, atol=1e-6)
     np.testing.assert_allclose(upper, [up for _, _, up in expected], rtol=1e-3, atol=1e-6)
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 10_000),
+    d=st.integers(1, 400),
+    scale=st.sampled_from([1e-25, 1e-18, 1e-3, 1.0, 1e3, 1e18, 1e25]),
+)
+def test_row_norms_are_float64_norms_up_to_float32_rounding(seed, d, scale):
+    # float32 sums, with tiny and huge rows (whose squares leave float32's range) redone
+    x = (np.random.default_rng(seed).normal(size=(20, d)) * scale).astype(np.float32)
+    x[3] = 0.0
+    expected = np.linalg.norm(x.astype(np.float64), axis=1)
+    np.testing.assert_allclose(row_norms(x), expected, rtol=1e-5)
+    assert row_norms(x)[3] == 0.0
+    x[5, 0] = np.nan
+    assert np.isnan(row_norms(x)[5])
 
 
 @pytest.mark.parametrize("method", [NudgeN, NudgeM])

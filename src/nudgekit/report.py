@@ -241,7 +241,7 @@ def record_movement(
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
         original = np.array(corpus[start:stop], dtype=np.float32)
-        # the same normalisation as the writer (float64 norms), so unchanged rows match
+        # the same normalisation as the writer (check_rows), so unchanged rows match
         original /= check_rows(original, "corpus.npy", offset=start)[:, None].astype(np.float32)
         new = np.array(embeddings[start:stop], dtype=np.float32)
         finite = np.isfinite(new).all(axis=1)

@@ -47,7 +47,7 @@ def check_rows(
 
     Messages name the real row: ``offset + i``, or ``rows[i]`` when the block was gathered.
     """
-    norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+    norms = row_norms(block)
     bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
     if len(bad):
         i = int(bad[0])
@@ -55,6 +55,25 @@ def check_rows(
         problem = "is all zeros" if norms[i] == 0 else "contains NaN or infinite values"
         raise ValueError(f"{name}: row {row} {problem}")
     return norms
+
+
+def row_norms(block: np.ndarray) -> np.ndarray:
+    """The L2 norm of each row (float64): NaN/inf for rows holding NaN/inf, 0 for zero rows.
+
+    float32 rows are summed in float32, an order of magnitude faster than casting every
+    value to float64 (this runs on every corpus row, twice); rows whose squared norm is
+    outside float32's comfortable range (tiny, huge, zero, NaN/inf) are summed again in
+    float64, so the result only differs from an all-float64 sum by float32 rounding.
+    """
+    if block.dtype != np.float32:
+        return np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+    squares = np.einsum("ij,ij->i", block, block)
+    odd = np.flatnonzero(~((squares > 1e-30) & (squares < 1e30)))
+    squares = squares.astype(np.float64)
+    if len(odd):
+        rows = block[odd]
+        squares[odd] = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+    return np.sqrt(squares)
 
 
 def check_relevance(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from nudgekit.core._backend import Backend, get_backend
+from nudgekit.core._checks import row_norms
 from nudgekit.core._passes import merge_top_k
 from nudgekit.parquet import CorpusError, id_bytes, locate
 
@@ -89,7 +90,7 @@ class Scanner:
         Raises :class:`CorpusError` for a NaN/inf or all-zero vector.
         """
         plan, xp = self.plan, self.xp
-        # a float32 copy divided by float64 norms cast to float32: the arithmetic of
+        # a float32 copy divided by row_norms cast to float32: the arithmetic of
         # top_k_excluding and normalized_rows, so every engine sees the same bits
         raw = np.array(vectors, dtype=np.float32)
         raw /= self._norms(raw, rows, ids)[:, None].astype(np.float32)
@@ -105,8 +106,8 @@ class Scanner:
         return BlockResult(len(raw), top, rows[tracked], keys[tracked], raw[tracked])
 
     def _norms(self, raw: np.ndarray, rows: np.ndarray, ids: Any) -> np.ndarray:
-        # the same float64 norms as core._checks.check_rows, with a message naming the shard
-        norms = np.sqrt(np.einsum("ij,ij->i", raw, raw, dtype=np.float64))
+        # the norms of core._checks.check_rows, with a message naming the shard
+        norms = row_norms(raw)
         bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
         if len(bad):
             i = int(bad[0])
