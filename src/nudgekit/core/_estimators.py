@@ -285,8 +285,8 @@ class _Nudge(ABC):
         step = block_rows or self.block_rows
         for start in range(0, n, step):
             stop = min(start + step, n)
-            block = np.array(corpus[start:stop], dtype=np.float32)
-            block /= check_rows(block, "corpus", offset=start)[:, None].astype(np.float32)
+            raw = np.asarray(corpus[start:stop], dtype=np.float32)  # in place when float32
+            block = raw / check_rows(raw, "corpus", offset=start)[:, None].astype(np.float32)
             lo, hi = np.searchsorted(self.changed_rows_, [start, stop])
             block[self.changed_rows_[lo:hi] - start] = self.changed_embeddings_[lo:hi]
             yield block

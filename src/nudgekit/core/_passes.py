@@ -92,17 +92,20 @@ def top_k_excluding(
     best = xp.full((n_queries, k), -np.inf)
     for start in range(0, n, block_rows):
         stop = min(start + block_rows, n)
-        raw = np.array(corpus[start:stop], dtype=np.float32)
-        norms = check_rows(raw, name, offset=start)
+        # a float32 corpus (memory map or not) is read in place: one copy per block
+        raw = np.asarray(corpus[start:stop], dtype=np.float32)
+        norms = check_rows(raw, name, offset=start)[:, None].astype(np.float32)
         lo, hi = np.searchsorted(excluded, [start, stop])
         if hi > lo:
             # dropping the excluded rows before the product is much cheaper than masking
             # their columns in every (queries × block) score matrix afterwards
             keep = np.ones(stop - start, dtype=bool)
             keep[excluded[lo:hi] - start] = False
-            raw, norms = raw[keep], norms[keep]
-        raw /= norms[:, None].astype(np.float32)
-        merge_top_k(xp, q, raw, best, query_block)
+            rows = raw[keep]
+            rows /= norms[keep]
+        else:
+            rows = raw / norms
+        merge_top_k(xp, q, rows, best, query_block)
         if progress is not None:
             progress(stop - start)
     out = xp.to_numpy(best)
