@@ -27,7 +27,7 @@ from nudgekit.parquet import (  # noqa: E402
     load_parquet_dataset,
     open_corpus,
 )
-from nudgekit.pipeline import fit_dataset  # noqa: E402
+from nudgekit.pipeline import evaluate_dataset, fit_dataset  # noqa: E402
 
 from .test_dataset import Written, write_dataset  # noqa: E402
 
@@ -239,6 +239,50 @@ def test_fit_dataset_writes_changed_rows_as_parquet(datasets, tmp_path):
     saved = json.loads((tmp_path / "out/fit.json").read_text())
     assert saved["engine"] == "local" and saved["corpus_format"] == "parquet"
     assert saved["changed"].endswith("changed.parquet") and saved["embeddings"] is None
+
+
+# -- evaluation: the same numbers as on the .npy layout ------------------------------------------
+def test_eval_on_parquet_matches_the_npy_layout_before_and_after_a_fit(datasets, tmp_path):
+    written, pq_dir = datasets
+    for split in ("test", "val"):
+        assert evaluate_dataset(pq_dir, split=split) == pytest.approx(
+            evaluate_dataset(written.root, split=split), abs=1e-12
+        )
+    fit_dataset(pq_dir, tmp_path / "pq", method="nudge-n")
+    fit_dataset(written.root, tmp_path / "npy", method="nudge-n")
+    after = evaluate_dataset(pq_dir, embeddings=tmp_path / "pq/changed.parquet", k=5)
+    expected = evaluate_dataset(written.root, embeddings=tmp_path / "npy/embeddings.npy", k=5)
+    assert {key: v for key, v in after.items() if key != "embeddings"} == pytest.approx(
+        {key: v for key, v in expected.items() if key != "embeddings"}, abs=1e-12
+    )
+    assert after["ndcg@5"] > evaluate_dataset(pq_dir, k=5)["ndcg@5"]
+
+
+def test_eval_cli_reads_changed_parquet_and_refuses_foreign_ids(datasets, tmp_path):
+    from nudgekit.cli import app
+
+    _, pq_dir = datasets
+    fit_dataset(pq_dir, tmp_path / "pq", method="nudge-m")
+    changed = tmp_path / "pq/changed.parquet"
+    result = CliRunner().invoke(
+        app, ["eval", str(pq_dir), "--embeddings", str(changed), "--json", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["embeddings"] == str(changed)
+
+    table = pq.read_table(changed)
+    foreign = table.set_column(0, "id", pa.array(["no-such-id"] * table.num_rows, pa.string()))
+    pq.write_table(foreign.slice(0, 1), tmp_path / "foreign.parquet")
+    bad = CliRunner().invoke(
+        app, ["eval", str(pq_dir), "--embeddings", str(tmp_path / "foreign.parquet")]
+    )
+    assert bad.exit_code == 2 and "'no-such-id' is not in the corpus" in bad.output
+    short = table.set_column(1, "vector", pa.array([[0.5] * 3] * table.num_rows))
+    pq.write_table(short, tmp_path / "short.parquet")
+    bad = CliRunner().invoke(
+        app, ["eval", str(pq_dir), "--embeddings", str(tmp_path / "short.parquet")]
+    )
+    assert bad.exit_code == 2 and "expected 16" in bad.output
 
 
 def test_ray_engine_needs_a_parquet_corpus(datasets, tmp_path):

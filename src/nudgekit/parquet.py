@@ -506,6 +506,34 @@ def write_changed_rows(
         raise
 
 
+def read_changed_rows(path: str | os.PathLike[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The new vectors of a ``changed.parquet`` (:func:`write_changed_rows`), sorted by id.
+
+    Returns ``(ids, vectors)``: ids as numpy bytes (:func:`id_bytes`), ascending, and their
+    float32 ``[n, dim]`` vectors. Raises ``ValueError`` for a file that is not such a table
+    (missing columns, null or duplicate ids, vectors of another length).
+    """
+    pa = _pyarrow()
+    target = Path(path)
+    if not target.is_file():
+        raise FileNotFoundError(f"{target} does not exist")
+    try:
+        table = pa.parquet.read_table(target, columns=[ID_COLUMN, VECTOR_COLUMN])
+    except (pa.ArrowInvalid, KeyError) as err:
+        raise ValueError(f"{target}: not a changed-rows table with id and vector ({err})") from None
+    where = f"{target}: row {{}}".format
+    ids, vectors = block_arrays(
+        table.column(0).combine_chunks(), table.column(1).combine_chunks(), dim, 0, where
+    )
+    keys = id_bytes(ids)
+    order = np.argsort(keys, kind="stable")
+    keys, vectors = keys[order], np.asarray(vectors, dtype=np.float32)[order]
+    duplicate = np.flatnonzero(keys[1:] == keys[:-1])
+    if len(duplicate):
+        raise ValueError(f"{target}: id {keys[duplicate[0]].decode('utf-8')!r} appears twice")
+    return keys, vectors
+
+
 def write_shard(path: Path, blocks: Iterator[tuple[list[str], np.ndarray]], dim: int) -> int:
     """Stream ``(ids, vectors)`` blocks into one shard, one row group per block; rows written."""
     pa = _pyarrow()

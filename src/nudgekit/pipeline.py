@@ -209,9 +209,20 @@ def evaluate_dataset(
     Scores ``embeddings`` (an N × d ``.npy`` in corpus row order) or, without it, the raw
     corpus. Returns ``ndcg@k``, ``recall@k``, ``r_cap@k``, ``mrr@k``, ``map@100``,
     ``accuracy@1`` and friends.
+
+    On a Parquet dataset (a ``corpus/`` folder of shards) ``embeddings`` is the
+    ``changed.parquet`` of a fit: the corpus is scored as that fit's output, i.e. rows
+    L2-normalised and the changed records replaced, exactly what ``embeddings.npy`` holds
+    on the ``.npy`` layout.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    from nudgekit.parquet import is_parquet_dataset
+
+    if is_parquet_dataset(dataset_dir):
+        return _evaluate_parquet_dataset(
+            dataset_dir, changed=embeddings, split=split, k=k, progress=progress
+        )
     data = load_dataset(dataset_dir)
     chosen = data.split(split)
     corpus = data.corpus
@@ -235,6 +246,89 @@ def evaluate_dataset(
         "embeddings": str(embeddings) if embeddings is not None else None,
         **metrics,
     }
+
+
+def _evaluate_parquet_dataset(
+    dataset_dir: str | os.PathLike[str],
+    *,
+    changed: str | os.PathLike[str] | None,
+    split: str,
+    k: int,
+    progress: ProgressCallback | None,
+) -> dict[str, Any]:
+    """:func:`evaluate_dataset` on Parquet shards: one pass, ``changed.parquet`` overlaid."""
+    from nudgekit.core import Relevance
+    from nudgekit.core._checks import check_rows
+    from nudgekit.parquet import id_bytes, load_parquet_dataset, read_changed_rows
+    from nudgekit.retrieval import block_rows_for, search_blocks
+
+    data = load_parquet_dataset(dataset_dir)
+    labels, splits = data.labelled_splits((split,))
+    chosen = splits[split]
+    new_ids, new_vectors = (
+        read_changed_rows(changed, data.dim) if changed is not None else (None, None)
+    )
+    rows_of_label = np.full(len(labels), -1, dtype=np.int64)
+    applied = np.zeros(0 if new_ids is None else len(new_ids), dtype=bool)
+    corpus = data.corpus
+
+    def blocks() -> Iterator[tuple[int, np.ndarray]]:
+        for block in corpus.iter_blocks(block_rows_for(len(chosen.queries), 8192)):
+            keys = id_bytes(block.ids)
+            at, found = _positions(labels, keys)
+            rows_of_label[at[found]] = block.start + np.flatnonzero(found)
+            vectors = np.asarray(block.vectors, dtype=np.float32)
+            if new_ids is not None:
+                # a fit's output: normalised rows (as the fit's writer), changed ones replaced
+                norms = check_rows(vectors, "corpus", offset=block.start)
+                vectors = vectors / norms[:, None].astype(np.float32)
+                at, found = _positions(new_ids, keys)
+                vectors[found] = new_vectors[at[found]]
+                applied[at[found]] = True
+            yield block.start, vectors
+
+    ks = sorted({1, k, 100})
+    _, indices = search_blocks(
+        chosen.queries,
+        blocks(),
+        max(ks),
+        n_records=corpus.n_records,
+        progress=None
+        if progress is None
+        else lambda done: progress("search", done, corpus.n_records),
+        corpus_name=str(Path(dataset_dir) / "corpus"),
+    )
+    missing = np.flatnonzero(rows_of_label < 0)
+    if len(missing):
+        raise ValueError(
+            f"qrels.json: relevant id {labels[missing[0]].decode('utf-8')!r} (split "
+            f"{split!r}) is not in the corpus"
+        )
+    if not applied.all():
+        raise ValueError(
+            f"{changed}: id {new_ids[np.flatnonzero(~applied)[0]].decode('utf-8')!r} "  # type: ignore[index]
+            "is not in the corpus"
+        )
+    relevance = Relevance.from_coo(
+        chosen.relevance.query_of_entry(),
+        rows_of_label[chosen.relevance.indices],
+        chosen.relevance.n_queries,
+        corpus.n_records,
+        chosen.relevance.grades,
+    )
+    return {
+        "split": split,
+        "embeddings": str(changed) if changed is not None else None,
+        **retrieval_metrics(indices, relevance, ks=ks),
+    }
+
+
+def _positions(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``keys`` stands in ``sorted_keys``, and whether it is there at all."""
+    at = np.searchsorted(sorted_keys, keys)
+    found = at < len(sorted_keys)
+    found[found] = sorted_keys[at[found]] == keys[found]
+    return at, found
 
 
 def sample_dir() -> Path:

@@ -9,11 +9,11 @@ merged with the block's best. Peak memory is a few ``n_queries × block_size`` a
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["search"]
+__all__ = ["block_rows_for", "search", "search_blocks"]
 
 # Padding for ragged candidate lists: ranks after every real entry, ties included.
 _PAD_SCORE = np.float32(-np.inf)
@@ -83,13 +83,46 @@ def search(
         raise ValueError("queries: contain NaN or infinite values")
 
     n_queries, n_records = queries.shape[0], corpus.shape[0]
-    k = min(k, n_records)
-    # bound the score block (and its temporaries) whatever the number of queries
-    block_size = min(block_size, max(1024, _MAX_BLOCK_ENTRIES // max(n_queries, 1)))
+    block_size = block_rows_for(n_queries, block_size)
+
+    def blocks() -> Iterator[tuple[int, np.ndarray]]:
+        for start in range(0, n_records, block_size):
+            yield start, np.asarray(corpus[start : start + block_size], dtype=np.float32)
+
+    return search_blocks(
+        queries, blocks(), k, n_records=n_records, progress=progress, corpus_name=corpus_name
+    )
+
+
+def block_rows_for(n_queries: int, block_size: int = 16384) -> int:
+    """Corpus rows per block for ``n_queries`` queries: one block of scores stays ≤ 2**25."""
+    return min(block_size, max(1024, _MAX_BLOCK_ENTRIES // max(n_queries, 1)))
+
+
+def search_blocks(
+    queries: np.ndarray,
+    blocks: Iterable[tuple[int, np.ndarray]],
+    k: int,
+    *,
+    n_records: int,
+    progress: Callable[[int], None] | None = None,
+    corpus_name: str = "corpus",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search` over a corpus given as ``(first row, float32 rows)`` blocks in order.
+
+    For corpora that are not one array (Parquet shards, a store's pages). ``queries`` must
+    be a checked float32 matrix; ``n_records`` is the corpus size (bounds ``k``).
+    """
+    k = min(_positive_int(k, "k"), n_records)
+    n_queries = queries.shape[0]
     top_scores = np.empty((n_queries, 0), dtype=np.float32)
     top_indices = np.empty((n_queries, 0), dtype=np.int64)
-    for start in range(0, n_records, block_size):
-        block = np.asarray(corpus[start : start + block_size], dtype=np.float32)
+    for start, block in blocks:
+        if block.shape[1] != queries.shape[1]:
+            raise ValueError(
+                f"queries: dimension mismatch, queries have {queries.shape[1]} values per row "
+                f"but the corpus has {block.shape[1]}"
+            )
         if not np.isfinite(block).all():
             bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
             raise ValueError(f"{corpus_name}: row {bad} contains NaN or infinite values")

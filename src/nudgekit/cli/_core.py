@@ -71,7 +71,11 @@ def fit(
 def evaluate(
     dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
     embeddings: Annotated[
-        Path | None, typer.Option(help="N × d .npy to score (default: the raw corpus).")
+        Path | None,
+        typer.Option(
+            help="N × d .npy to score (default: the raw corpus); on a Parquet dataset, "
+            "the changed.parquet of a fit."
+        ),
     ] = None,
     split: Annotated[str, typer.Option(help="Which split's queries to evaluate.")] = "test",
     k: Annotated[int, typer.Option(help="Cut-off for ndcg/recall/mrr.")] = 10,
