@@ -64,6 +64,39 @@ def test_bench_cli_exits_non_zero_when_a_method_fails(dataset):
     assert "failed" in result.stdout
 
 
+def test_method_parameters_reach_the_method_and_the_record(dataset, tmp_path):
+    result = run_bench(dataset, ["nudge-n", "nudge-m"], params={"nudge-n": {"gamma": 0.1}})
+    rows = {row["method"]: row for row in result["methods"]}
+    assert rows["nudge-n"]["gamma"] == 0.1 and rows["nudge-m"]["gamma"] != 0.1
+    assert result["params"] == {"nudge-n": {"gamma": 0.1}}
+
+    out = tmp_path / "bench"
+    cli = CliRunner().invoke(
+        app, ["bench", str(dataset), "--methods", "nudge-n", "--param", "nudge-n.gamma=0.2",
+              "--param", "nudge-n.val_k=3", "--out", str(out), "-q"],
+    )  # fmt: skip
+    assert cli.exit_code == 0, cli.output
+    saved = json.loads((out / "bench.json").read_text())
+    assert saved["params"] == {"nudge-n": {"gamma": 0.2, "val_k": 3}}
+    assert saved["methods"][0]["gamma"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("nudge-n.gama=0.1", "nudge-n has no parameter 'gama' (it has: gamma, val_k)"),
+        ("adaptor.lr=0.1", "parameters for 'adaptor', which is not among the methods"),
+        ("nudge-n=0.1", "expected METHOD.NAME=VALUE"),
+    ],
+)
+def test_bad_method_parameters_are_refused_before_anything_runs(dataset, param, message):
+    result = CliRunner().invoke(
+        app, ["bench", str(dataset), "--methods", "none,nudge-n", "--param", param]
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+
+
 def test_peak_memory_sees_an_allocation_made_inside():
     with PeakMemory(interval_s=0.005) as memory:
         block = np.ones(64 * 2**20 // 8)  # 64 MB

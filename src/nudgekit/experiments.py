@@ -8,15 +8,16 @@ list of methods, as ``nudgekit bench`` does.
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from nudgekit.dataset import Split, load_dataset
-from nudgekit.methods import Fitted, Task, Texts, get_method
+from nudgekit.methods import REGISTRY, Fitted, Task, Texts, get_method
 from nudgekit.metrics import retrieval_metrics
 from nudgekit.pipeline import versions
 from nudgekit.retrieval import search
@@ -71,9 +72,14 @@ def run_bench(
     beir_dir: str | os.PathLike[str] | None = None,
     model: str | None = None,
     device: str | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
     on_method: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Fit each method on the same task and score it on the test split(s).
+
+    ``params[name]`` holds constructor parameters of method ``name`` (e.g.
+    ``{"adaptor": {"warmup_steps": 10000}}``); they are checked against the method's
+    signature before anything runs.
 
     With ``ood``, the task is the paper's out-of-distribution split: fine-tune on
     k-means cluster 0's train/val queries, evaluate cluster 0's test queries
@@ -88,6 +94,8 @@ def run_bench(
         method, status, γ, fit seconds, peak extra memory (MB) and the test metrics
         (``test`` or ``test_in``/``test_out``).
     """
+    params = {name: dict(values) for name, values in (params or {}).items()}
+    check_params(params, methods)
     data = load_dataset(dataset_dir)
     texts = None
     if beir_dir is not None:
@@ -111,7 +119,7 @@ def run_bench(
     for name in methods:
         row: dict[str, Any] = {"method": name}
         try:
-            method = get_method(name)
+            method = get_method(name, **params.get(name, {}))
             with PeakMemory() as memory:
                 started = time.perf_counter()
                 fitted = method.fit(task)
@@ -131,9 +139,29 @@ def run_bench(
         "dataset": str(Path(dataset_dir).resolve()),
         "ood": ood,
         "n_test": {part: len(split.query_ids) for part, split in tests.items()},
+        "params": params,
         "methods": rows,
         "versions": versions(),
     }
+
+
+def check_params(params: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> None:
+    """Every ``params[name][key]`` must name a benchmarked method and one of its parameters."""
+    for name, values in params.items():
+        if name not in methods:
+            raise ValueError(f"parameters for {name!r}, which is not among the methods")
+        if name not in REGISTRY:
+            continue  # reported as that method's failure, like any unknown method
+        accepted = [
+            p.name
+            for p in inspect.signature(REGISTRY[name]).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        for key in values:
+            if key not in accepted:
+                raise ValueError(
+                    f"{name} has no parameter {key!r} (it has: {', '.join(accepted) or 'none'})"
+                )
 
 
 def bench_markdown(result: dict[str, Any]) -> str:

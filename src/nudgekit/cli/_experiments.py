@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,14 @@ def bench(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Embedding model (for ptft).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu (default), torch, cuda ...")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            help="METHOD.NAME=VALUE, a method parameter (repeatable; VALUE is JSON or a "
+            "string), e.g. --param adaptor.warmup_steps=10000.",
+        ),
+    ] = None,
     list_methods: Annotated[
         bool, typer.Option("--list", help="List the available methods and exit.")
     ] = False,
@@ -64,6 +73,7 @@ def bench(
             beir_dir=beir,
             model=model,
             device=device,
+            params=parse_params(param or []),
             on_method=report,
         )
     except (ValueError, FileNotFoundError) as error:
@@ -76,3 +86,19 @@ def bench(
     out.print(table, highlight=False, markup=False, soft_wrap=True)
     if any(row["status"] != "ok" for row in result["methods"]):
         raise typer.Exit(code=1)
+
+
+def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["adaptor.lr=0.01", ...]`` as ``{"adaptor": {"lr": 0.01}}``; values are JSON or text."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and method and name):
+            raise ValueError(f"--param {item!r}: expected METHOD.NAME=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        params.setdefault(method, {})[name] = value
+    return params
