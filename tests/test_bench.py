@@ -97,6 +97,29 @@ def test_bad_method_parameters_are_refused_before_anything_runs(dataset, param, 
     assert message in result.output
 
 
+def test_a_hybrid_reuses_the_fit_of_its_first_part_run_alone(dataset):
+    pytest.importorskip("torch")
+    quick = {"max_steps": 30, "eval_every": 10}
+    both = run_bench(
+        dataset,
+        ["adaptor", "adaptor+nudge-n"],
+        params={"adaptor": quick, "adaptor+nudge-n": {"first": quick}},
+    )
+    alone = run_bench(dataset, ["adaptor+nudge-n"], params={"adaptor+nudge-n": {"first": quick}})
+    adaptor, reused = both["methods"]
+    fresh = alone["methods"][0]
+    assert reused["reused"] == "adaptor" and "reused" not in fresh
+    assert reused["test"] == fresh["test"] and reused["gamma"] == fresh["gamma"]
+    assert reused["fit_s"] >= adaptor["fit_s"]
+    assert "adaptor+nudge-n (reuses the adaptor fit above)" in bench_markdown(both)
+    # other parameters for the first part: no reuse
+    other = run_bench(
+        dataset, ["adaptor", "adaptor+nudge-n"],
+        params={"adaptor": quick, "adaptor+nudge-n": {"first": {**quick, "seed": 1}}},
+    )  # fmt: skip
+    assert "reused" not in other["methods"][1]
+
+
 def test_peak_memory_sees_an_allocation_made_inside():
     with PeakMemory(interval_s=0.005) as memory:
         block = np.ones(64 * 2**20 // 8)  # 64 MB

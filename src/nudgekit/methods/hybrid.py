@@ -44,12 +44,20 @@ class Hybrid(Method):
     def __init__(
         self, first: Mapping[str, Any] | None = None, second: Mapping[str, Any] | None = None
     ) -> None:
-        self.first_method = self.first(**dict(first or {}))
+        self.first_params = dict(first or {})
+        self.first_method = self.first(**self.first_params)
         self.second_method = self.second(**dict(second or {}))
 
     def fit(self, task: Task) -> Fitted:
         """Fit ``first`` on ``task``, then ``second`` in ``first``'s space."""
-        one = self.first_method.fit(task)
+        return self.fit_after(task, self.first_method.fit(task))
+
+    def fit_after(self, task: Task, one: Fitted) -> Fitted:
+        """Fit ``second`` in the space of ``one``: ``first`` already fitted on ``task``.
+
+        Lets a benchmark that also runs ``first`` alone (same parameters, same task) reuse
+        that fit instead of training it twice.
+        """
         inner = replace(
             task,
             corpus=one.corpus,
