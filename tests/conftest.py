@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import settings
+from hypothesis import strategies as st
 
 # Property tests draw the same examples on every run (here and in CI): a failure is then
 # reproducible, and a green run stays green. Explore new examples with
@@ -71,6 +72,26 @@ def make_problem(
     val_q, val_rel = queries(n_val, eval_most)
     test_q, test_rel = queries(n_test, eval_most)
     return Problem(corpus, train_q, train_rel, val_q, val_rel, test_q, test_rel)
+
+
+def problems(*, max_n: int, max_d: int, max_train: int, max_val: int) -> st.SearchStrategy:
+    """Random small problems for the property tests (sizes capped per test module)."""
+    return st.builds(
+        make_problem,
+        seed=st.integers(0, 10_000),
+        n=st.integers(40, max_n),
+        d=st.integers(3, max_d),
+        n_answering=st.integers(5, 40),
+        n_train=st.integers(1, max_train),
+        n_val=st.integers(1, max_val),
+        n_test=st.just(1),
+        noise=st.floats(0.1, 2.0),
+    )
+
+
+def normalised(x: np.ndarray) -> np.ndarray:
+    """Rows L2-normalised, float32 (what NUDGE starts from)."""
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture

@@ -13,25 +13,12 @@ from nudgekit.core._backend import get_backend
 from nudgekit.core._checks import row_norms
 from nudgekit.core._passes import query_sums
 
-from .conftest import make_problem
+from .conftest import make_problem, normalised
+from .conftest import problems as shared_problems
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-problems = st.builds(
-    make_problem,
-    seed=st.integers(0, 10_000),
-    n=st.integers(40, 400),
-    d=st.integers(3, 16),
-    n_answering=st.integers(5, 40),
-    n_train=st.integers(1, 60),
-    n_val=st.integers(1, 30),
-    n_test=st.just(1),
-    noise=st.floats(0.1, 2.0),
-)
-
-
-def _normalised(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+problems = shared_problems(max_n=400, max_d=16, max_train=60, max_val=30)
 
 
 @SETTINGS
@@ -45,7 +32,7 @@ def test_nudge_n_rows_stay_unit_norm(p, gamma):
 @given(p=problems, gamma=st.floats(0.0, 4.0))
 def test_nudge_n_moves_each_record_at_most_sqrt_gamma(p, gamma):
     out = NudgeN(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel).transform(p.corpus)
-    moved = np.sum((out - _normalised(p.corpus)) ** 2, axis=1)
+    moved = np.sum((out - normalised(p.corpus)) ** 2, axis=1)
     assert np.all(moved <= gamma + 1e-5)
 
 
@@ -57,7 +44,7 @@ def test_rows_no_training_query_names_are_untouched(p, gamma, method):
     named = np.unique([i for rel in p.train_rel for i in rel])
     assert np.isin(model.changed_rows_, named).all()
     untouched = np.setdiff1d(np.arange(len(p.corpus)), model.changed_rows_)
-    np.testing.assert_allclose(out[untouched], _normalised(p.corpus)[untouched], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[untouched], normalised(p.corpus)[untouched], rtol=0, atol=1e-6)
 
 
 @SETTINGS
@@ -65,7 +52,7 @@ def test_rows_no_training_query_names_are_untouched(p, gamma, method):
 def test_gamma_zero_is_the_identity(p, method):
     model = method(gamma=0.0).fit(p.corpus, p.train_q, p.train_rel)
     assert model.n_changed_ == 0
-    np.testing.assert_allclose(model.transform(p.corpus), _normalised(p.corpus), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.transform(p.corpus), normalised(p.corpus), rtol=0, atol=1e-6)
 
 
 @SETTINGS
@@ -76,7 +63,7 @@ def test_nudge_m_moves_by_gamma_along_the_normalised_query_sum(p, gamma):
     for q, rel in zip(p.train_q, p.train_rel, strict=True):
         g[rel] += q
     norms = np.linalg.norm(g, axis=1, keepdims=True)
-    expected = _normalised(p.corpus) + gamma * np.divide(g, norms, where=norms > 0, out=g * 0)
+    expected = normalised(p.corpus) + gamma * np.divide(g, norms, where=norms > 0, out=g * 0)
     np.testing.assert_allclose(model.transform(p.corpus), expected, atol=1e-5)
 
 
@@ -85,7 +72,7 @@ def test_nudge_m_moves_by_gamma_along_the_normalised_query_sum(p, gamma):
 def test_nudge_n_closed_form_beats_every_feasible_point(seed, d, gamma):
     """X̂ maximises c·x over unit x with ‖x − v‖² ≤ γ: no feasible sample does better."""
     rng = np.random.default_rng(seed)
-    v = _normalised(rng.normal(size=(1, d)))
+    v = normalised(rng.normal(size=(1, d)))
     c = rng.normal(size=(1, d)).astype(np.float32)
     c += 2.0 * abs((v @ c.T).item()) * v  # v·c ≥ 0, so the record may move
     geometry = nudge_n.MoveGeometry.of(v, c)
@@ -186,8 +173,8 @@ def test_nudge_m_intervals_match_the_definition(p, block, copies):
     # slope 0 against the fixed competitor) are the edge cases of the sparse reduction
     rel = Relevance.from_lists(p.val_rel, len(p.corpus))
     rows = np.unique(np.r_[rel.indices, np.arange(copies)])
-    v = _normalised(p.corpus[rows])
-    g = _normalised(v + np.roll(v, 1, axis=0))
+    v = normalised(p.corpus[rows])
+    g = normalised(v + np.roll(v, 1, axis=0))
     g[: copies + 1] = g[0]  # equal slopes, different scores
     if copies and len(rows) > copies + 1:
         v[copies + 1], g[copies + 1] = v[0], g[0]  # a record and its exact copy

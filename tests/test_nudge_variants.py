@@ -16,27 +16,14 @@ from nudgekit.core.nudge_s import NudgeS, l1_directions
 from nudgekit.experiments import evaluate_fitted, load_task
 from nudgekit.methods import REGISTRY, get_method
 
-from .conftest import make_problem
+from .conftest import normalised
+from .conftest import problems as shared_problems
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-problems = st.builds(
-    make_problem,
-    seed=st.integers(0, 10_000),
-    n=st.integers(40, 300),
-    d=st.integers(3, 12),
-    n_answering=st.integers(5, 40),
-    n_train=st.integers(1, 50),
-    n_val=st.integers(1, 25),
-    n_test=st.just(1),
-    noise=st.floats(0.1, 2.0),
-)
+problems = shared_problems(max_n=300, max_d=12, max_train=50, max_val=25)
 
 VARIANTS = [NudgeMN, NudgeS, NudgeIM, NudgeIN, NudgeNClustered]
-
-
-def _normalised(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _query_sums(p) -> np.ndarray:
@@ -60,7 +47,7 @@ def _top1_accuracy(p, embeddings, tol=1e-6):
 def test_gamma_zero_is_the_identity(p, method):
     model = method(gamma=0.0).fit(p.corpus, p.train_q, p.train_rel)
     assert model.n_changed_ == 0
-    np.testing.assert_allclose(model.transform(p.corpus), _normalised(p.corpus), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(model.transform(p.corpus), normalised(p.corpus), rtol=0, atol=1e-6)
 
 
 @SETTINGS
@@ -71,7 +58,7 @@ def test_rows_no_training_query_names_are_untouched(p, gamma, method):
     named = np.unique([i for rel in p.train_rel for i in rel])
     assert np.isin(model.changed_rows_, named).all()
     untouched = np.setdiff1d(np.arange(len(p.corpus)), model.changed_rows_)
-    np.testing.assert_allclose(out[untouched], _normalised(p.corpus)[untouched], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[untouched], normalised(p.corpus)[untouched], rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", VARIANTS)
@@ -105,10 +92,10 @@ def test_nudge_mn_rows_are_unit_norm(p, gamma):
 
 @SETTINGS
 @given(p=problems, gamma=st.floats(0.0, 3.0))
-def test_nudge_mn_is_nudge_m_normalised(p, gamma):
+def test_nudge_mn_is_nudge_mnormalised(p, gamma):
     m = NudgeM(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel).transform(p.corpus)
     mn = NudgeMN(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel).transform(p.corpus)
-    np.testing.assert_allclose(mn, _normalised(m), atol=1e-5)
+    np.testing.assert_allclose(mn, normalised(m), atol=1e-5)
 
 
 def _topk_accuracy(p, embeddings, k):
@@ -145,7 +132,7 @@ def test_nudge_mn_sweep_takes_nudge_m_gamma(problem):
 @given(p=problems, gamma=st.floats(0.0, 3.0))
 def test_nudge_s_moves_each_record_at_most_gamma_in_l1(p, gamma):
     model = NudgeS(gamma=gamma).fit(p.corpus, p.train_q, p.train_rel)
-    moved = np.abs(model.transform(p.corpus) - _normalised(p.corpus)).sum(axis=1)
+    moved = np.abs(model.transform(p.corpus) - normalised(p.corpus)).sum(axis=1)
     assert np.all(moved <= gamma * (1 + 1e-5) + 1e-6)
 
 
@@ -275,12 +262,12 @@ def _two_regions(seed: int = 0, n: int = 120, d: int = 16):
     """Records around e0, whose training queries foretell the validation queries, and
     records around e1, whose training queries point to other records (moving misleads)."""
     rng = np.random.default_rng(seed)
-    a = _normalised(8 * np.eye(d)[0] + rng.normal(size=(n, d)))
-    b = _normalised(8 * np.eye(d)[1] + rng.normal(size=(n, d)))
-    train_a = _normalised(a + 0.2 * rng.normal(size=a.shape))
-    val_a = _normalised(train_a + 0.05 * rng.normal(size=a.shape))
+    a = normalised(8 * np.eye(d)[0] + rng.normal(size=(n, d)))
+    b = normalised(8 * np.eye(d)[1] + rng.normal(size=(n, d)))
+    train_a = normalised(a + 0.2 * rng.normal(size=a.shape))
+    val_a = normalised(train_a + 0.05 * rng.normal(size=a.shape))
     train_b = b[rng.permutation(n)]
-    val_b = _normalised(b + 0.3 * rng.normal(size=b.shape))
+    val_b = normalised(b + 0.3 * rng.normal(size=b.shape))
     labels = [[i] for i in range(2 * n)]
     corpus = np.concatenate([a, b])
     return (
@@ -299,7 +286,7 @@ def test_regions_that_want_different_moves_get_different_gammas():
     plain = NudgeN().fit(*args)
     assert model.cluster_gammas_.min() == 0 < plain.gamma_ <= model.cluster_gammas_.max()
     out = model.transform(corpus)
-    np.testing.assert_allclose(out[n:], _normalised(corpus[n:]), atol=1e-6)  # misled: stay
+    np.testing.assert_allclose(out[n:], normalised(corpus[n:]), atol=1e-6)  # misled: stay
     assert np.all(np.isin(np.arange(n), model.changed_rows_))  # foretold: move
 
     class Val:  # _top1_accuracy reads these two attributes
