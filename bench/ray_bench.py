@@ -56,9 +56,9 @@ RUNS = ("single", "local", "ray-1", "ray-2")
 def run_one(kind: str, npy: Path, pq: Path, out: Path, val_queries: int) -> None:
     """Fit NUDGE-N one way; write ``out``.json (timings, memory) and ``out``.npz (result)."""
     from nudgekit import NudgeN
-    from nudgekit.dataset import load_dataset
-    from nudgekit.engines import fit_parquet
-    from nudgekit.parquet import load_parquet_dataset
+    from nudgekit.engines import EngineSettings, fit
+    from nudgekit.io.dataset import load_dataset
+    from nudgekit.io.parquet import load_parquet_dataset
 
     started = time.perf_counter()
     facts: dict[str, Any] = {"kind": kind}
@@ -72,7 +72,7 @@ def run_one(kind: str, npy: Path, pq: Path, out: Path, val_queries: int) -> None
     else:
         data = load_parquet_dataset(pq)
         if kind == "local":
-            fitted = fit_parquet(NudgeN(), data, engine="local")
+            fitted = fit(NudgeN(), data)
         else:
             import ray
 
@@ -85,10 +85,9 @@ def run_one(kind: str, npy: Path, pq: Path, out: Path, val_queries: int) -> None
                 log_to_driver=False,
             )
             facts["ray_init_s"] = time.perf_counter() - tick
-            fitted = fit_parquet(NudgeN(), data, engine="ray", workers=workers, quiet=True)
-            facts["engine_stats"] = fitted.stats
-        model, rows = fitted.model, fitted.model.changed_rows_
-        facts["engine_stats"] = fitted.stats
+            fitted = fit(NudgeN(), data, EngineSettings("ray", workers=workers, quiet=True))
+        model, rows = fitted, fitted.changed_rows_
+        facts["engine_stats"] = fitted.pass_stats_
     facts.update(
         {
             "wall_s": time.perf_counter() - started,
@@ -193,7 +192,7 @@ def main() -> None:
 
     from make_synthetic import make_dataset
 
-    from nudgekit.parquet import convert_to_parquet
+    from nudgekit.io.parquet import convert_to_parquet
 
     root = BENCH_DIR / "out" / f"ray-{args.n}"
     npy, pq, work = root / "npy", root / "pq", root / "work"

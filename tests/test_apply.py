@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 import nudgekit.cli._store  # noqa: F401  (registers apply, rollback, history)
 from nudgekit import NudgeM, NudgeN
-from nudgekit.apply import apply_to_store, rollback_store, store_history
 from nudgekit.cli import app
-from nudgekit.core._checks import check_relevance
-from nudgekit.metrics import retrieval_metrics
-from nudgekit.retrieval import search
+from nudgekit.core import check_relevance
+from nudgekit.evaluation.metrics import retrieval_metrics
+from nudgekit.evaluation.retrieval import search
+from nudgekit.workflows.apply import apply_to_store, rollback_store, store_history
 
 from .test_stores import (
     KINDS,

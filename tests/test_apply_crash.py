@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nudgekit.apply import apply_to_store, rollback_store, store_history
+from nudgekit.workflows.apply import apply_to_store, rollback_store, store_history
 
 from .test_stores import Target, build_store, matrix_of, raw_vectors, scratch_dir, write_labels
 
@@ -35,7 +35,7 @@ GAMMA = 0.1
 
 WORKER = """
 import sys
-from nudgekit.apply import apply_to_store, rollback_store
+from nudgekit.workflows.apply import apply_to_store, rollback_store
 from nudgekit.stores import open_store
 
 op, spec, table, labels = sys.argv[1:5]

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from nudgekit import NudgeM, NudgeN
 from nudgekit.cli import app
-from nudgekit.dataset import REQUIRED_FILES, load_dataset
-from nudgekit.pipeline import fit_dataset
+from nudgekit.io.dataset import REQUIRED_FILES, load_dataset
+from nudgekit.workflows.fit import fit_dataset
 
 from .conftest import make_problem
 from .test_dataset import Written, rewrite_json, write_dataset
@@ -301,7 +301,7 @@ def test_validation_query_without_relevant_record(written, tmp_path):
     ("options", "phrases"),
     [
         (("--method", "nudge-x"), ("unknown method 'nudge-x'", "nudge-n", "nudge-m")),
-        (("--method", "nudge-m", "--val-k", "3"), ("--val-k applies to nudge-n only",)),
+        (("--method", "nudge-m", "--val-k", "3"), ("--val-k does not apply to nudge-m",)),
         (("--gamma", "-0.5"), ("gamma must be a finite number >= 0",)),
         (("--gamma", "nan"), ("gamma must be a finite number >= 0",)),
         (("--method", "nudge-n", "--gamma", "4.5"), ("[0, 4]", "NUDGE-N")),
@@ -554,9 +554,13 @@ def test_api_qrels_dict_with_unknown_doc_id(p, model):
         model.fit(p.corpus, p.train_q, qrels, p.val_q, p.val_rel, corpus_ids=corpus_ids)
 
 
-def test_api_qrels_dict_with_unknown_query_id(p, model):
+def test_api_qrels_of_other_queries_are_ignored(p, model):
+    # the qrels of a whole dataset, passed with one split's queries: the others' entries
+    # belong to other splits, not to this fit
     qrels = qrels_of(p.train_rel)
-    qrels["zz"] = {"d1": 1}
     corpus_ids = [f"d{i}" for i in range(len(p.corpus))]
-    with pytest.raises(ValueError, match="query id 'zz' in the labels is not among the queries"):
-        model.fit(p.corpus, p.train_q, qrels, p.val_q, p.val_rel, corpus_ids=corpus_ids)
+    alone = model.fit(p.corpus, p.train_q, qrels, p.val_q, p.val_rel, corpus_ids=corpus_ids)
+    expected = (alone.gamma_, alone.changed_rows_.tolist())
+    qrels["zz"] = {"d1": 1}
+    got = model.fit(p.corpus, p.train_q, qrels, p.val_q, p.val_rel, corpus_ids=corpus_ids)
+    assert (got.gamma_, got.changed_rows_.tolist()) == expected

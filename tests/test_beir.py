@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nudgekit.beir import BeirFormatError, iter_records, read_beir, read_qrels
+from nudgekit.io.beir import BeirFormatError, iter_records, read_beir, read_qrels
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir_tiny"
 SHARED_BEIR = Path(__file__).resolve().parents[1].parent / "shared/data/scifact/beir"

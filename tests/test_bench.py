@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nudgekit.cli import app
-from nudgekit.experiments import PeakMemory, bench_markdown, run_bench
+from nudgekit.workflows.bench import PeakMemory, bench_markdown, run_bench
 
 from .test_dataset import write_dataset
 
@@ -84,7 +84,11 @@ def test_method_parameters_reach_the_method_and_the_record(dataset, tmp_path):
 @pytest.mark.parametrize(
     ("param", "message"),
     [
-        ("nudge-n.gama=0.1", "nudge-n has no parameter 'gama' (it has: gamma, val_k)"),
+        (
+            "nudge-n.gama=0.1",
+            "nudge-n has no parameter 'gama' (it has: gamma, val_k, gammas, device, "
+            "block_rows, query_block, block_elements)",
+        ),
         ("adaptor.lr=0.1", "parameters for 'adaptor', which is not among the methods"),
         ("nudge-n=0.1", "expected METHOD.NAME=VALUE"),
     ],

@@ -19,9 +19,9 @@ import nudgekit
 import nudgekit.cli as cli
 import nudgekit.cli._app as cli_app
 from nudgekit import NudgeM, NudgeN
-from nudgekit.dataset import load_dataset
-from nudgekit.metrics import retrieval_metrics
-from nudgekit.retrieval import search
+from nudgekit.evaluation.metrics import retrieval_metrics
+from nudgekit.evaluation.retrieval import search
+from nudgekit.io.dataset import load_dataset
 
 from .test_dataset import Written, write_dataset
 
@@ -176,7 +176,11 @@ def test_nudge_n_report_records_val_k(written, tmp_path):
 def test_fit_creates_a_missing_nested_out_dir(written, tmp_path):
     out = tmp_path / "a" / "b" / "out"
     fit_ok(written, out)
-    assert sorted(p.name for p in out.iterdir()) == ["embeddings.npy", "fit.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "changed_rows.npy",
+        "embeddings.npy",
+        "fit.json",
+    ]
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from nudgekit.core import Relevance
-from nudgekit.dataset import load_dataset, write_embeddings
+from nudgekit.io.dataset import load_dataset, write_embeddings
 
 from .conftest import Problem, make_problem
 

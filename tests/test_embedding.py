@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 
 import nudgekit.cli as cli
 import nudgekit.cli._data  # noqa: F401  (registers embed and split until cli/__init__ does)
-from nudgekit import embedding
-from nudgekit.beir import iter_records, read_beir
-from nudgekit.dataset import load_dataset
-from nudgekit.embedding import FINAL_FILES, WORK_DIR, embed_beir, resolve_model
-from nudgekit.splits import pooled_splits, relevant_query_ids
+from nudgekit.io import embedding
+from nudgekit.io.beir import iter_records, read_beir
+from nudgekit.io.dataset import load_dataset
+from nudgekit.io.embedding import FINAL_FILES, WORK_DIR, embed_beir, resolve_model
+from nudgekit.io.splits import pooled_splits, relevant_query_ids
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir_tiny"
 SHARED_SCIFACT = Path(__file__).resolve().parents[1].parent / "shared/data/scifact"

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nudgekit.core._relevance import Relevance
-from nudgekit.metrics import evaluate, retrieval_metrics
-from nudgekit.retrieval import search
+from nudgekit.core import Relevance
+from nudgekit.evaluation.metrics import evaluate, retrieval_metrics
+from nudgekit.evaluation.retrieval import search
 
 METRICS = ("accuracy", "precision", "recall", "r_cap", "mrr", "map", "ndcg")
 

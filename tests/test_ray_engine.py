@@ -14,9 +14,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'nudg
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'ray[data]')")
 
 from nudgekit import NudgeM, NudgeN  # noqa: E402
-from nudgekit.engines import fit_parquet  # noqa: E402
-from nudgekit.parquet import CorpusError, load_parquet_dataset  # noqa: E402
-from nudgekit.pipeline import fit_dataset  # noqa: E402
+from nudgekit.engines import EngineSettings, fit  # noqa: E402
+from nudgekit.io.parquet import CorpusError, load_parquet_dataset  # noqa: E402
+from nudgekit.workflows.fit import fit_dataset  # noqa: E402
 
 from .test_parquet import (  # noqa: E402
     assert_same_fit,
@@ -52,9 +52,8 @@ def datasets(tmp_path_factory):
 
 
 def ray_fit(pq_dir, model, **kwargs):
-    return fit_parquet(
-        model, load_parquet_dataset(pq_dir), engine="ray", quiet=True, block_rows=50, **kwargs
-    )
+    settings = EngineSettings("ray", quiet=True, block_rows=50, **kwargs)
+    return fit(model, load_parquet_dataset(pq_dir), settings)
 
 
 @pytest.mark.parametrize(("method", "workers"), [(NudgeN, 2), (NudgeM, 1)])
@@ -62,7 +61,7 @@ def test_ray_matches_the_in_memory_fit(datasets, method, workers):
     written, pq_dir = datasets
     fitted = ray_fit(pq_dir, method(), workers=workers)
     assert_same_fit(reference_fit(written, method()), written, fitted)
-    stats = fitted.stats
+    stats = fitted.pass_stats_
     # Ray Data may coalesce blocks below its minimum block size (1 MiB): ≥ 1 per task
     assert stats["engine"] == "ray" and stats["fragments"] == 5 and stats["blocks"] >= 5
     assert stats["worker_processes"] >= 1 and min(stats["worker_peak_rss_bytes"]) > 0
@@ -82,8 +81,8 @@ def test_ray_top_k_and_fixed_gamma(tmp_path):
 
 def test_fit_dataset_on_ray_writes_what_the_local_engine_writes(datasets, tmp_path):
     _, pq_dir = datasets
-    on_ray = fit_dataset(pq_dir, tmp_path / "ray", engine="ray", quiet=True)
-    local = fit_dataset(pq_dir, tmp_path / "local", engine="local")
+    on_ray = fit_dataset(pq_dir, tmp_path / "ray", engine=EngineSettings("ray", quiet=True))
+    local = fit_dataset(pq_dir, tmp_path / "local")
     for key in ("gamma", "validation_curve", "n_changed", "n_records"):
         assert on_ray[key] == local[key]
     assert on_ray["engine"] == "ray" and "check_ids" in on_ray["timings_s"]
@@ -144,7 +143,7 @@ def test_duplicate_ids_across_shards_are_found_by_the_distributed_check(datasets
 
 
 def test_id_check_with_several_partitions(datasets, tmp_path):
-    from nudgekit.engines._ray import check_unique_ids
+    from nudgekit.engines.ray import check_unique_ids
 
     _, pq_dir = datasets
     corpus = load_parquet_dataset(pq_dir).corpus

@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 import nudgekit.cli as cli
 import nudgekit.cli._report  # noqa: F401  (registers the command until cli/__init__ does)
-from nudgekit.dataset import load_dataset
-from nudgekit.pipeline import evaluate_dataset, fit_dataset
-from nudgekit.report import FIGURES, record_movement, write_report
+from nudgekit.io.dataset import load_dataset
+from nudgekit.workflows.evaluate import evaluate_dataset
+from nudgekit.workflows.fit import fit_dataset
+from nudgekit.workflows.report import FIGURES, record_movement, write_report
 
 from .test_dataset import Written, rewrite_json, write_dataset
 
@@ -185,10 +186,22 @@ def test_report_bytes_do_not_change_when_rendered_again(runs, tmp_path):
 # -- how far records moved ---------------------------------------------------------------
 
 
-def test_movement_finds_exactly_the_changed_records(written, run):
+def test_changed_rows_are_exactly_the_rows_that_differ(written, run):
+    data = load_dataset(written.root)
+    embeddings = np.load(run.run_dir / "embeddings.npy")
+    rows = np.load(run.run_dir / "changed_rows.npy")
+    unit = np.asarray(data.corpus, dtype=np.float32)
+    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+    differs = np.flatnonzero(np.abs(embeddings - unit).max(axis=1) > 1e-6)
+    np.testing.assert_array_equal(rows, differs)
+    assert len(rows) == run.fit["n_changed"] > 0
+
+
+def test_movement_measures_the_changed_records(written, run):
     data = load_dataset(written.root)
     embeddings = np.load(run.run_dir / "embeddings.npy", mmap_mode="r")
-    moved = record_movement(data.corpus, embeddings)
+    rows = np.load(run.run_dir / "changed_rows.npy")
+    moved = record_movement(data.corpus, embeddings, rows)
     assert moved.n_records == data.n_records
     assert moved.n_changed == run.fit["n_changed"] > 0
     gamma = run.fit["gamma"]
@@ -204,33 +217,19 @@ def test_movement_finds_exactly_the_changed_records(written, run):
     np.testing.assert_allclose(moved.cosine, np.clip(cosine, -1, 1), atol=1e-6)
 
 
-def test_movement_is_the_same_in_small_blocks(written, runs):
-    data = load_dataset(written.root)
-    embeddings = np.load(runs["nudge-m"].run_dir / "embeddings.npy", mmap_mode="r")
-    whole = record_movement(data.corpus, embeddings)
-    blocked = record_movement(data.corpus, embeddings, block_rows=7)
-    np.testing.assert_array_equal(blocked.rows, whole.rows)
-    np.testing.assert_array_equal(blocked.distance, whole.distance)
-    np.testing.assert_array_equal(blocked.cosine, whole.cosine)
-
-
-def test_movement_of_the_normalised_corpus_is_nothing(written):
+def test_movement_refuses_rows_outside_the_corpus(written):
     corpus = written.problem.corpus
-    unit = corpus / np.linalg.norm(corpus, axis=1, keepdims=True)
-    moved = record_movement(corpus, unit.astype(np.float64))
-    assert moved.n_changed == 0 and len(moved.distance) == 0
+    with pytest.raises(ValueError, match="changed rows must be sorted"):
+        record_movement(corpus, corpus, np.array([len(corpus)]))
+    with pytest.raises(ValueError, match="changed rows must be sorted"):
+        record_movement(corpus, corpus, np.array([3, 3]))
 
 
-def test_movement_reports_progress(written, runs):
-    data = load_dataset(written.root)
-    seen = []
-    record_movement(
-        data.corpus,
-        np.load(runs["nudge-n"].run_dir / "embeddings.npy"),
-        block_rows=250,
-        progress=lambda phase, done, total: seen.append((phase, done, total)),
-    )
-    assert seen[-1] == ("compare embeddings", data.n_records, data.n_records)
+def test_report_of_a_run_without_changed_rows_says_fit_again(runs, tmp_path):
+    moved = copy_run(runs["nudge-n"], tmp_path / "old")
+    (moved / "changed_rows.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="no changed_rows"):
+        write_report(moved)
 
 
 # -- options and unusual inputs ----------------------------------------------------------

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 import nudgekit.cli as cli
 import nudgekit.cli._data  # noqa: F401  (registers embed and split until cli/__init__ does)
-from nudgekit.beir import read_beir
-from nudgekit.dataset import load_dataset
-from nudgekit.splits import (
+from nudgekit.io.beir import read_beir
+from nudgekit.io.dataset import load_dataset
+from nudgekit.io.splits import (
     OOD_KEYS,
     kmeans,
     nearest_centroid,

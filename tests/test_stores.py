@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from nudgekit.stores import Changes, StoreError, digest, open_store, parse_spec
-from nudgekit.stores._base import new_id
+from nudgekit.stores.base import new_id
 
 from .conftest import Problem, make_problem
 

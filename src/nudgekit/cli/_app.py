@@ -23,6 +23,12 @@ out = Console()
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 
+#: --method of fit, apply and quickstart (the NUDGE methods of the registry).
+METHOD_HELP = (
+    "nudge-n (unit-norm output) or nudge-m (search by dot product); also nudge-mn, "
+    "nudge-s, nudge-im, nudge-in, nudge-n-clustered (see `nudgekit bench --list`)."
+)
+
 
 @contextmanager
 def progress_bar(quiet: bool) -> Iterator[Callable[[str, int, int], None] | None]:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import Quiet, app, fail, out, progress_bar
+from nudgekit.cli._app import METHOD_HELP, Quiet, app, fail, out, progress_bar
 from nudgekit.cli._scale import EngineOption, RayAddressOption
 
 
@@ -19,7 +19,7 @@ from nudgekit.cli._scale import EngineOption, RayAddressOption
 def fit(
     dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write embeddings.npy and fit.json.")],
-    method: Annotated[str, typer.Option(help="nudge-n or nudge-m.")] = "nudge-n",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "nudge-n",
     gamma: Annotated[
         float | None, typer.Option(help="Fixed step size γ (skips the validation search).")
     ] = None,
@@ -36,7 +36,8 @@ def fit(
     A dataset whose corpus is a corpus/ folder of Parquet shards gets OUT/changed.parquet
     (only the changed records) in place of embeddings.npy.
     """
-    from nudgekit.pipeline import fit_dataset
+    from nudgekit.engines import EngineSettings
+    from nudgekit.workflows.fit import fit_dataset
 
     try:
         with progress_bar(quiet) as progress:
@@ -47,10 +48,8 @@ def fit(
                 gamma=gamma,
                 val_k=val_k,
                 device=device,
+                engine=EngineSettings(engine, ray_address, quiet=quiet),
                 progress=progress,
-                engine=engine,
-                ray_address=ray_address,
-                quiet=quiet,
             )
     except (ValueError, FileNotFoundError, ImportError) as error:
         fail(error)
@@ -83,7 +82,7 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Exact inner-product k-NN retrieval quality on a split (default: test)."""
-    from nudgekit.pipeline import evaluate_dataset
+    from nudgekit.workflows.evaluate import evaluate_dataset
 
     try:
         with progress_bar(quiet) as progress:
@@ -116,7 +115,8 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """Fit NUDGE-N and NUDGE-M on the bundled sample and compare test metrics."""
-    from nudgekit.pipeline import run_demo, sample_dir
+    from nudgekit.io.sample import sample_dir
+    from nudgekit.workflows.demo import run_demo
 
     dataset = dataset_dir or sample_dir()
     try:

@@ -35,7 +35,7 @@ def embed(
     quiet: Quiet = False,
 ) -> None:
     """Embed a BEIR dataset into the embedded dataset layout (restartable)."""
-    from nudgekit.embedding import embed_beir
+    from nudgekit.io.embedding import embed_beir
 
     try:
         with progress_bar(quiet) as progress:
@@ -84,7 +84,7 @@ def split(
     ] = None,
 ) -> None:
     """Recompute a dataset's splits and write them; print the counts."""
-    from nudgekit.splits import write_splits
+    from nudgekit.io.splits import write_splits
 
     try:
         path, splits = write_splits(dataset_dir, ood=ood, seed=seed, out=out)

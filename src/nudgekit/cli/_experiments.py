@@ -45,13 +45,13 @@ def bench(
     quiet: Quiet = False,
 ) -> None:
     """Fit several methods on the same splits and compare them on the test split."""
-    from nudgekit.dataset import write_json
-    from nudgekit.experiments import bench_markdown, run_bench
-    from nudgekit.methods import REGISTRY
+    from nudgekit.io.atomic import write_json
+    from nudgekit.methods import METHODS
+    from nudgekit.workflows.bench import bench_markdown, run_bench
 
     if list_methods:
-        for name in sorted(REGISTRY):
-            out.print(name, highlight=False)
+        for name, spec in METHODS.items():
+            out.print(f"{name:20} {spec.summary}", highlight=False, markup=False)
         return
     names = [m.strip() for m in methods.split(",") if m.strip()]
 

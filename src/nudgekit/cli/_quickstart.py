@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nudgekit.cli._app import Quiet, app, fail, out, progress_bar
+from nudgekit.cli._app import METHOD_HELP, Quiet, app, fail, out, progress_bar
 
 METRICS = ("ndcg@10", "recall@10", "mrr@10", "accuracy@1")
 
@@ -18,11 +18,11 @@ def quickstart(
     directory: Annotated[
         Path, typer.Option("--dir", help="Folder for the store, labels, run and report.")
     ] = Path("nudgekit-quickstart"),
-    method: Annotated[str, typer.Option(help="nudge-n or nudge-m.")] = "nudge-n",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "nudge-n",
     quiet: Quiet = False,
 ) -> None:
     """Sample → LanceDB store → NUDGE applied in place → before/after → report."""
-    from nudgekit.quickstart import run_quickstart
+    from nudgekit.workflows.quickstart import run_quickstart
 
     try:
         with progress_bar(quiet) as progress:

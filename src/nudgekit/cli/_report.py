@@ -30,7 +30,7 @@ def report(
     quiet: Quiet = False,
 ) -> None:
     """Write report.html: validation curve, test metrics before/after, records moved."""
-    from nudgekit.report import write_report
+    from nudgekit.workflows.report import write_report
 
     try:
         with progress_bar(quiet) as progress:

@@ -43,7 +43,7 @@ def convert(
     quiet: Quiet = False,
 ) -> None:
     """Write a dataset's corpus as Parquet shards (id, vector); copy the other files."""
-    from nudgekit.parquet import convert_to_parquet
+    from nudgekit.io.parquet import convert_to_parquet
 
     if to != "parquet":
         fail(ValueError(f"--to {to}: only parquet is supported"))

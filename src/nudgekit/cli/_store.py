@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from nudgekit.cli._app import Quiet, app, err, fail, out, progress_bar
+from nudgekit.cli._app import METHOD_HELP, Quiet, app, err, fail, out, progress_bar
 
 Store = Annotated[
     str,
@@ -49,7 +49,7 @@ def apply(
     table: TableName = None,
     id_column: IdColumn = None,
     vector_column: VectorColumn = None,
-    method: Annotated[str, typer.Option(help="nudge-n or nudge-m.")] = "nudge-n",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "nudge-n",
     gamma: Annotated[
         float | None, typer.Option(help="Fixed step size γ (skips the validation search).")
     ] = None,
@@ -75,7 +75,7 @@ def apply(
     quiet: Quiet = False,
 ) -> None:
     """Fit NUDGE on a store's vectors; write back only the rows that change, atomically."""
-    from nudgekit.apply import apply_to_store
+    from nudgekit.workflows.apply import apply_to_store
 
     try:
         with progress_bar(quiet) as progress:
@@ -139,7 +139,7 @@ def rollback(
     quiet: Quiet = False,
 ) -> None:
     """Undo the last apply: the store goes back to its state before it (as a new version)."""
-    from nudgekit.apply import rollback_store
+    from nudgekit.workflows.apply import rollback_store
 
     try:
         record = rollback_store(
@@ -178,7 +178,7 @@ def history(
     as_json: AsJson = False,
 ) -> None:
     """List the applies and rollbacks recorded for a store, oldest first."""
-    from nudgekit.apply import store_history
+    from nudgekit.workflows.apply import store_history
 
     try:
         records = store_history(

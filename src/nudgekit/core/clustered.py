@@ -11,20 +11,13 @@ queries' accuracy; a cluster without validation queries keeps the global γ.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from nudgekit.core import nudge_n
-from nudgekit.core._estimators import NudgeN
-from nudgekit.core._kmeans import kmeans_assign, kmeans_fit
-
-# ---------------------------------------------------------------------------------------
-# grid scoring, per query
-
-
-# ---------------------------------------------------------------------------------------
-# the estimator
+from nudgekit.core.estimator import GammaChoice
+from nudgekit.core.kmeans import kmeans_assign, kmeans_fit
+from nudgekit.core.nudge_n import NudgeN
 
 
 class NudgeNClustered(NudgeN):
@@ -71,8 +64,6 @@ class NudgeNClustered(NudgeN):
     together. With ``n_clusters=1`` the model is exactly :class:`NudgeN`.
     """
 
-    method = "nudge-n-clustered"
-
     def __init__(
         self,
         gamma: float | None = None,
@@ -100,34 +91,31 @@ class NudgeNClustered(NudgeN):
         self.seed = seed
         self.sample_size = sample_size
 
-    def _fit_tracked(self, *args: Any) -> NudgeNClustered:
-        # set by _search, read by _movable/_update while the base class fits (both from
-        # fit and from fit_from_pass)
-        self._clusters: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
-        try:
-            super()._fit_tracked(*args)
-            clusters = self._clusters
-        finally:
-            del self._clusters
-        if clusters is None:  # fixed γ: one γ for all, nothing clustered
-            self.centroids_ = None
-            self.cluster_gammas_ = np.array([self.gamma_])
-            self.cluster_n_val_ = np.zeros(1, dtype=np.int64)
-        else:
-            self.centroids_, self.cluster_gammas_, self.cluster_n_val_, global_gamma = clusters
-            # the base class gates "does anything move" on gamma_ > 0, so _search handed it
-            # the largest cluster γ; the attribute reports the global γ
-            self.gamma_ = global_gamma
-        return self
-
-    def _check_params(self) -> None:
-        super()._check_params()
+    def check_params(self) -> None:
+        super().check_params()
         if int(self.n_clusters) != self.n_clusters or self.n_clusters < 1:
             raise ValueError(f"n_clusters must be a positive integer, got {self.n_clusters!r}")
         if int(self.sample_size) != self.sample_size or self.sample_size < 1:
             raise ValueError(f"sample_size must be a positive integer, got {self.sample_size!r}")
 
-    def _search(self, xp, val_q, v, c, fixed, rel):
+    def _fixed_choice(self) -> GammaChoice:
+        # fixed γ: one γ for all, nothing clustered
+        return GammaChoice(
+            float(self.gamma),  # type: ignore[arg-type]
+            attributes={
+                "centroids_": None,
+                "cluster_gammas_": np.array([float(self.gamma)]),  # type: ignore[arg-type]
+                "cluster_n_val_": np.zeros(1, dtype=np.int64),
+            },
+        )
+
+    def _learned(self) -> dict[str, object]:
+        return {
+            "cluster_gammas": self.cluster_gammas_.tolist(),
+            "cluster_n_val": self.cluster_n_val_.tolist(),
+        }
+
+    def _choose_gamma(self, xp, val_q, v, c, fixed, rel) -> GammaChoice:  # type: ignore[override]
         k = int(self.val_k)
         gammas = tuple(float(g) for g in self.gammas)
         geometry = nudge_n.MoveGeometry.of(v, c)
@@ -151,7 +139,6 @@ class NudgeNClustered(NudgeN):
         cluster_gammas = np.where(
             n_val > 0, _best_near(per_cluster, np.asarray(gammas), global_gamma), global_gamma
         )
-        self._clusters = (centroids, cluster_gammas, n_val, global_gamma)
         curve = {
             "gamma": list(gammas),
             "accuracy": overall.tolist(),
@@ -159,20 +146,25 @@ class NudgeNClustered(NudgeN):
                 (per_cluster[:, j] / n_val[j]).tolist() if n_val[j] else [] for j in range(r)
             ],
         }
-        return float(cluster_gammas.max()), curve
+        accuracy = float(overall[gammas.index(global_gamma)])
+        # one γ per record: its cluster's (every tracked record has a cluster)
+        return GammaChoice(
+            global_gamma,
+            curve,
+            accuracy,
+            record_gamma=cluster_gammas[labels],
+            attributes={
+                "centroids_": centroids,
+                "cluster_gammas_": cluster_gammas,
+                "cluster_n_val_": n_val,
+            },
+        )
 
-    def _record_gammas(self, v: np.ndarray) -> np.ndarray:
-        """Each record's γ: its cluster's, or the fixed γ when nothing was clustered."""
-        if self._clusters is None:
-            return np.full(len(v), float(self.gamma_))
-        centroids, cluster_gammas = self._clusters[0], self._clusters[1]
-        return cluster_gammas[kmeans_assign(v, centroids, block_rows=self.block_rows)]
+    def _movable(self, v: np.ndarray, c: np.ndarray, choice: GammaChoice) -> np.ndarray:
+        return nudge_n.MoveGeometry.of(v, c).movable
 
-    def _movable(self, v: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return nudge_n.MoveGeometry.of(v, c).movable & (self._record_gammas(v) > 0)
-
-    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float) -> np.ndarray:
-        record_gamma = self._record_gammas(v)
+    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float | np.ndarray) -> np.ndarray:
+        record_gamma = np.broadcast_to(np.asarray(gamma, dtype=np.float64), (len(v),))
         out = np.empty(v.shape, dtype=np.float32)
         for g in np.unique(record_gamma):  # a loop over the (few) distinct cluster γs
             rows = np.flatnonzero(record_gamma == g)

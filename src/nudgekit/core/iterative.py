@@ -24,7 +24,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from nudgekit.core import nudge_m, nudge_n
-from nudgekit.core._estimators import NudgeM, NudgeN
+from nudgekit.core.estimator import GammaChoice
+from nudgekit.core.nudge_m import NudgeM
+from nudgekit.core.nudge_n import NudgeN
 
 
 def project_ball(v: np.ndarray, x: np.ndarray, gamma: float) -> np.ndarray:
@@ -137,8 +139,6 @@ class NudgeIM(NudgeM):
         As for :class:`NudgeM`.
     """
 
-    method = "nudge-im"
-
     def __init__(
         self,
         gamma: float | None = None,
@@ -162,21 +162,24 @@ class NudgeIM(NudgeM):
         self.n_iter = n_iter
         self.tol = tol
 
-    def _check_params(self) -> None:
-        super()._check_params()
+    def check_params(self) -> None:
+        super().check_params()
         _check_solver(self.step, self.n_iter, self.tol)
 
     def _direction(self, g: np.ndarray) -> np.ndarray:
         return g  # the raw gradient; the sweep below scores along Ĝ
 
-    def _search(self, xp, val_q, v, c, fixed, rel):
-        return super()._search(xp, val_q, v, nudge_m.unit_directions(c), fixed, rel)
+    def _choose_gamma(self, xp, val_q, v, c, fixed, rel) -> GammaChoice:  # type: ignore[override]
+        return super()._choose_gamma(xp, val_q, v, nudge_m.unit_directions(c), fixed, rel)
 
-    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float) -> np.ndarray:
+    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float | np.ndarray) -> np.ndarray:
         x, self.n_iter_ = ascend(
-            v, c, gamma, "ball", step=self.step, n_iter=int(self.n_iter), tol=self.tol
+            v, c, float(gamma), "ball", step=self.step, n_iter=int(self.n_iter), tol=self.tol
         )
         return x.astype(np.float32)
+
+    def _learned(self) -> dict[str, object]:
+        return {"n_iter": int(getattr(self, "n_iter_", 0))}
 
 
 class NudgeIN(NudgeN):
@@ -203,8 +206,6 @@ class NudgeIN(NudgeN):
     -----
     The records NUDGE-N leaves alone (v·G < 0, or G parallel to v) are left alone here too.
     """
-
-    method = "nudge-in"
 
     def __init__(
         self,
@@ -233,12 +234,15 @@ class NudgeIN(NudgeN):
         self.n_iter = n_iter
         self.tol = tol
 
-    def _check_params(self) -> None:
-        super()._check_params()
+    def check_params(self) -> None:
+        super().check_params()
         _check_solver(self.step, self.n_iter, self.tol)
 
-    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float) -> np.ndarray:
+    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float | np.ndarray) -> np.ndarray:
         x, self.n_iter_ = ascend(
-            v, c, gamma, "cap", step=self.step, n_iter=int(self.n_iter), tol=self.tol
+            v, c, float(gamma), "cap", step=self.step, n_iter=int(self.n_iter), tol=self.tol
         )
         return x.astype(np.float32)
+
+    def _learned(self) -> dict[str, object]:
+        return {"n_iter": int(getattr(self, "n_iter_", 0))}

@@ -5,7 +5,9 @@ For a validation query q and a relevant record y, every score is linear in γ:
 q·X̂_i = S_i + γ·T_i with S_i = q·X_i and T_i = q·Ĝ_i. So "y ranks first" holds on an
 interval [L, U] of γ ≥ 0 (ties count as correct). γ* is the smallest point covered by
 the most intervals. Records that never move (T_i = 0) enter only through the best
-score among them, which :func:`nudgekit.core._passes.top_k_excluding` computes once.
+score among them, which the corpus pass (:mod:`nudgekit.core.corpus_pass`) computes once.
+
+:class:`NudgeM` is the estimator.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nudgekit.core._backend import Backend
-from nudgekit.core._relevance import Relevance
+from nudgekit.core.backend import Backend
+from nudgekit.core.estimator import GammaChoice, NudgeEstimator, curve_value
+from nudgekit.core.relevance import Relevance
 
 
 def unit_directions(g: np.ndarray) -> np.ndarray:
@@ -175,3 +178,74 @@ def sweep(lower: np.ndarray, upper: np.ndarray) -> Sweep:
     started = np.searchsorted(lo, points, side="right")
     ended = np.searchsorted(up, points, side="left")
     return Sweep(points, (started - ended).astype(np.int64))
+
+
+class NudgeM(NudgeEstimator):
+    """NUDGE-M: move each answering record by γ along its normalised G; exact best γ.
+
+    Parameters
+    ----------
+    gamma : float, optional
+        Fixed step size; ``None`` (default) picks the γ that maximises validation top-1
+        accuracy exactly (interval sweep).
+    device : str, optional
+        ``None``/``"cpu"`` for numpy, ``"torch"`` for torch on the CPU, ``"cuda"`` etc.
+    block_rows, query_block, block_elements : int
+        Working-memory bounds of the corpus pass and of the γ search.
+
+    Attributes
+    ----------
+    gamma_ : float
+    validation_curve_ : dict or None
+        ``{"gamma": [...], "accuracy": [...]}``: top-1 validation accuracy as a step
+        function, value at and right of each breakpoint.
+    validation_accuracy_ : float or None
+        Validation accuracy at ``gamma_`` (None when γ was fixed).
+    changed_rows_ : int64 array
+        Corpus rows whose embedding changed, sorted.
+    changed_embeddings_, original_embeddings_ : float32 arrays
+        Their new and original (normalised) embeddings.
+    n_changed_ : int
+    timings_ : dict
+        Seconds spent in each phase.
+
+    Notes
+    -----
+    Outputs are not unit-norm: search them by dot product, not cosine.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from nudgekit import NudgeM
+    >>> rng = np.random.default_rng(0)
+    >>> corpus = rng.normal(size=(50, 8)).astype(np.float32)
+    >>> train_q = corpus[:10] + 0.5 * rng.normal(size=(10, 8)).astype(np.float32)
+    >>> val_q = corpus[:5] + 0.5 * rng.normal(size=(5, 8)).astype(np.float32)
+    >>> model = NudgeM().fit(corpus, train_q, [[i] for i in range(10)],
+    ...                      val_q, [[i] for i in range(5)])
+    >>> model.n_changed_ <= 10
+    True
+    """
+
+    gamma_search = "sweep"
+
+    def _direction(self, g: np.ndarray) -> np.ndarray:
+        return unit_directions(g)
+
+    def _fixed_k(self) -> int:
+        return 1
+
+    def _choose_gamma(self, xp, val_q, v, c, fixed, rel) -> GammaChoice:  # type: ignore[override]
+        query, lower, upper = winning_intervals(
+            xp, val_q, v, c, fixed[:, 0], rel, block_elements=self.block_elements
+        )
+        result = sweep(*merge_per_query(query, lower, upper))
+        accuracy = result.covered / len(val_q)
+        curve = {"gamma": result.gammas.tolist(), "accuracy": accuracy.tolist()}
+        return GammaChoice(result.best_gamma, curve, curve_value(curve, result.best_gamma))
+
+    def _movable(self, v: np.ndarray, c: np.ndarray, choice: GammaChoice) -> np.ndarray:
+        return np.any(c != 0, axis=1)
+
+    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float | np.ndarray) -> np.ndarray:
+        return apply_update(v, c, float(gamma))

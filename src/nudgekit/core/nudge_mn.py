@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nudgekit.core._checks import check_gamma
-from nudgekit.core._estimators import NudgeM
+from nudgekit.core.checks import check_gamma
+from nudgekit.core.estimator import GammaChoice
+from nudgekit.core.nudge_m import NudgeM
 from nudgekit.core.nudge_n import grid_hits, query_accuracy
 
 #: NUDGE-M+N's default γ grid: 0, 0.02, ..., 1.0 (γ is a step length here, not NUDGE-N's
@@ -75,8 +76,6 @@ class NudgeMN(NudgeM):
     speed.
     """
 
-    method = "nudge-mn"
-
     def __init__(
         self,
         gamma: float | None = None,
@@ -100,8 +99,12 @@ class NudgeMN(NudgeM):
         self.val_k = val_k
         self.gammas = gammas
 
-    def _check_params(self) -> None:
-        super()._check_params()
+    @property
+    def gamma_search(self) -> str:  # type: ignore[override]
+        return "sweep" if self.search == "sweep" else "grid"
+
+    def check_params(self) -> None:
+        super().check_params()
         if self.search not in ("grid", "sweep"):
             raise ValueError(f"search must be 'grid' or 'sweep', got {self.search!r}")
         if int(self.val_k) != self.val_k or self.val_k < 1:
@@ -116,21 +119,22 @@ class NudgeMN(NudgeM):
     def _fixed_k(self) -> int:
         return int(self.val_k)
 
-    def _search(self, xp, val_q, v, c, fixed, rel):
+    def _choose_gamma(self, xp, val_q, v, c, fixed, rel) -> GammaChoice:  # type: ignore[override]
         if self.search == "sweep":
-            return super()._search(xp, val_q, v, c, fixed, rel)
+            return super()._choose_gamma(xp, val_q, v, c, fixed, rel)
         k = int(self.val_k)
         gammas = tuple(float(g) for g in self.gammas)
         coeffs = [mn_coefficients(v, c, g) for g in gammas]
         hits = grid_hits(xp, val_q, v, c, coeffs, fixed, rel, k, block_elements=self.block_elements)
         accuracy = query_accuracy(hits, rel, k).mean(axis=1)
         best = int(np.argmax(accuracy))  # first maximum wins, as in NUDGE-N
-        return gammas[best], {"gamma": list(gammas), "accuracy": accuracy.tolist()}
+        curve = {"gamma": list(gammas), "accuracy": accuracy.tolist()}
+        return GammaChoice(gammas[best], curve, float(accuracy[best]))
 
-    def _movable(self, v: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return mn_coefficients(v, c, self.gamma_)[1] != 0
+    def _movable(self, v: np.ndarray, c: np.ndarray, choice: GammaChoice) -> np.ndarray:
+        return mn_coefficients(v, c, choice.gamma)[1] != 0
 
-    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float) -> np.ndarray:
-        alpha, beta = mn_coefficients(v, c, gamma)
+    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float | np.ndarray) -> np.ndarray:
+        alpha, beta = mn_coefficients(v, c, float(gamma))
         out = alpha[:, None] * v.astype(np.float64) + beta[:, None] * c.astype(np.float64)
         return out.astype(np.float32)

@@ -8,6 +8,8 @@ i.e. v rotated towards ĉ by an angle whose chord is √γ, stopping at ĉ. Writ
 X̂_i = α_i(γ)·v + β_i(γ)·c, so a validation score q·X̂_i is α_i·(q·v) + β_i·(q·c): with
 S = Q·Vᵀ and T = Q·Cᵀ computed once, trying a γ costs O(queries × records that can move),
 not a pass over the corpus. γ is picked from a grid by top-``k`` validation accuracy.
+
+:class:`NudgeN` is the estimator.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nudgekit.core._backend import Backend
-from nudgekit.core._relevance import Relevance
+from nudgekit.core.backend import Backend
+from nudgekit.core.checks import check_gamma
+from nudgekit.core.estimator import GammaChoice, NudgeEstimator
+from nudgekit.core.relevance import Relevance
 
 #: The reference's grid (nudge-ft 0.1.2): 0, 0.02, ..., 0.48, generated the same way.
 DEFAULT_GAMMAS: tuple[float, ...] = tuple(0.02 * x for x in range(25))
@@ -225,3 +229,96 @@ def _hits_at_k(
     rank = np.arange(len(order)) - first
     top_rel = (rank < k) & all_rel[order]
     return np.bincount(sorted_rows[top_rel], minlength=n_block).astype(np.float64)
+
+
+class NudgeN(NudgeEstimator):
+    """NUDGE-N: unit-norm outputs with ‖Δ_i‖² ≤ γ; γ picked on a grid by validation.
+
+    Parameters
+    ----------
+    gamma : float, optional
+        Fixed γ in [0, 4]; ``None`` (default) searches ``gammas``.
+    val_k : int
+        γ maximises mean top-``val_k`` validation accuracy,
+        |top-k ∩ relevant| / min(|relevant|, k); the first maximum wins.
+    gammas : sequence of float
+        The grid, by default nudge-ft's {0, 0.02, ..., 0.48}.
+    device, block_rows, query_block, block_elements :
+        As for :class:`~nudgekit.core.NudgeM`.
+
+    Attributes
+    ----------
+    gamma_, validation_curve_, validation_accuracy_, changed_rows_, changed_embeddings_,
+    original_embeddings_, n_changed_, timings_ :
+        As for :class:`~nudgekit.core.NudgeM`; the curve holds the accuracy at each grid
+        point.
+
+    Notes
+    -----
+    As in nudge-ft, records whose training queries point away from them (v·G < 0) keep
+    their embedding, as do records whose G is parallel to them.
+    """
+
+    def __init__(
+        self,
+        gamma: float | None = None,
+        *,
+        val_k: int = 1,
+        gammas: Sequence[float] = DEFAULT_GAMMAS,
+        device: str | None = None,
+        block_rows: int = 8192,
+        query_block: int = 2048,
+        block_elements: int = 1 << 24,
+    ) -> None:
+        super().__init__(
+            gamma,
+            device=device,
+            block_rows=block_rows,
+            query_block=query_block,
+            block_elements=block_elements,
+        )
+        self.val_k = val_k
+        self.gammas = gammas
+
+    def check_params(self) -> None:
+        super().check_params()
+        if self.gamma is not None and self.gamma > 4:
+            raise ValueError(f"gamma must be in [0, 4] for NUDGE-N, got {self.gamma!r}")
+        if int(self.val_k) != self.val_k or self.val_k < 1:
+            raise ValueError(f"val_k must be a positive integer, got {self.val_k!r}")
+        if len(self.gammas) == 0:
+            raise ValueError("gammas: the grid is empty")
+        for g in self.gammas:
+            check_gamma(g, "gammas")
+            if g > 4:
+                raise ValueError(f"gammas must lie in [0, 4] for NUDGE-N, got {g!r}")
+
+    def _direction(self, g: np.ndarray) -> np.ndarray:
+        return g
+
+    def _fixed_k(self) -> int:
+        return int(self.val_k)
+
+    def _choose_gamma(self, xp, val_q, v, c, fixed, rel) -> GammaChoice:  # type: ignore[override]
+        gammas = tuple(float(g) for g in self.gammas)
+        accuracy = validation_accuracy(
+            xp,
+            val_q,
+            v,
+            c,
+            MoveGeometry.of(v, c),
+            fixed,
+            rel,
+            gammas,
+            int(self.val_k),
+            block_elements=self.block_elements,
+        )
+        best = int(np.argmax(accuracy))  # first maximum wins, as in nudge-ft
+        curve = {"gamma": list(gammas), "accuracy": accuracy.tolist()}
+        return GammaChoice(gammas[best], curve, float(accuracy[best]))
+
+    def _movable(self, v: np.ndarray, c: np.ndarray, choice: GammaChoice) -> np.ndarray:
+        return MoveGeometry.of(v, c).movable
+
+    def _update(self, v: np.ndarray, c: np.ndarray, gamma: float | np.ndarray) -> np.ndarray:
+        return apply_update(v, c, MoveGeometry.of(v, c), float(gamma))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nudgekit.core._estimators import NudgeM
+from nudgekit.core.nudge_m import NudgeM
 
 
 def l1_directions(g: np.ndarray) -> np.ndarray:
@@ -53,8 +53,6 @@ class NudgeS(NudgeM):
     Only the coordinate(s) of largest |G_i| change, by γ in total; outputs are not
     unit-norm (search them by dot product).
     """
-
-    method = "nudge-s"
 
     def _direction(self, g: np.ndarray) -> np.ndarray:
         return l1_directions(g)

@@ -1,66 +1,39 @@
 """Where the corpus pass runs: this process (``local``) or a Ray cluster (``ray``).
 
-Both engines fit NUDGE on a Parquet dataset (:mod:`nudgekit.parquet`) the same way:
-
-1. the labelled doc ids of the train (and val) queries are the *tracked* set;
-2. one pass over the shards (:mod:`._scan`): every row is checked and normalised, the
-   tracked rows are gathered, every other row only updates each validation query's best
-   ``k`` scores — the local engine in a loop (:mod:`._local`), Ray in ``map_batches``
-   over a datasource of shard fragments (:mod:`._ray`);
-3. the estimator finishes on that small remainder (``fit_from_pass``), exactly as ``fit``
-   does on an in-memory corpus.
-
-Engines differ only in where step 2 runs; their results are identical.
+An engine is only a way to run :func:`nudgekit.core.corpus_pass`: the estimator plans the
+pass (:meth:`~nudgekit.core.NudgeEstimator.pass_plan`), the engine reads every block of
+the source and runs :class:`~nudgekit.core.BlockScanner` on it — in a loop here, in Ray
+Data's ``map_batches`` over Parquet shard fragments on Ray (:mod:`.ray`) — and the
+estimator finishes from the result (:meth:`~nudgekit.core.NudgeEstimator.fit_from_pass`).
+Engines differ only in where the blocks are scanned; their results are identical.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from nudgekit.core import Relevance
-from nudgekit.core._estimators import _Nudge, phase_counter
-from nudgekit.engines._scan import PassResult, ScanPlan
-from nudgekit.parquet import CorpusError, ParquetDataset
+from nudgekit.core import (
+    ArraySource,
+    BlockSource,
+    NudgeEstimator,
+    PassPlan,
+    PassResult,
+    PassRunner,
+    ProgressCallback,
+    corpus_pass,
+)
 
 ENGINES = ("local", "ray")
 
-ProgressCallback = Callable[[str, int, int], None]
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """How and where the corpus pass runs.
 
-@dataclass
-class ParquetFit:
-    """A fitted model on a Parquet corpus and what the report needs."""
-
-    model: Any
-    changed_ids: list[str]
-    n_train_queries: int
-    n_val_queries: int
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-def fit_parquet(
-    model: Any,
-    dataset: ParquetDataset,
-    *,
-    engine: str = "local",
-    ray_address: str | None = None,
-    workers: int | None = None,
-    block_rows: int = 8192,
-    check_ids: bool = True,
-    progress: ProgressCallback | None = None,
-    quiet: bool = False,
-) -> ParquetFit:
-    """Fit ``model`` (an unfitted NUDGE estimator) on a Parquet dataset with one corpus pass.
-
-    Parameters
+    Attributes
     ----------
-    model : NudgeN, NudgeM or one of their variants
-    dataset : ParquetDataset
     engine : {"local", "ray"}
     ray_address : str, optional
         Ray cluster to join (``"auto"``, ``"ray://head:10001"``); default: a running
@@ -70,132 +43,96 @@ def fit_parquet(
     block_rows : int
         Rows per block of the pass: bounds every worker's memory.
     check_ids : bool
-        Check that ids are unique across all shards first (reads the id column).
-    progress : callable, optional
-        ``progress(phase, done, total)``.
+        Check that ids are unique across a source read by id first (reads the id column).
     quiet : bool
         No Ray progress bars or logs.
-
-    Raises
-    ------
-    ValueError
-        Bad labels, malformed shards (wrong vector length, null, NaN/inf or zero vector,
-        duplicate id), or a relevant id missing from the corpus.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    if not isinstance(model, _Nudge):
-        raise ValueError(f"{type(model).__name__}: the engines fit NUDGE estimators only")
-    model._check_params()
-    tick = time.perf_counter()
-    searching = model.gamma is None
-    labels, splits = dataset.labelled_splits(("train", "val") if searching else ("train",))
-    train, val = splits["train"], splits.get("val")
-    if train.relevance.nnz == 0:
-        raise ValueError("train labels: no training query has a relevant record")
-    if val is not None:
-        val.check_labelled()
-    corpus = dataset.corpus
-    plan = ScanPlan(
-        labels=labels,
-        queries=val.queries if val is not None else None,
-        k=model.fixed_k,
-        dim=corpus.dim,
-        n_records=corpus.n_records,
-        shard_names=corpus.shard_names(),
-        shard_offsets=corpus.offsets,
-        query_block=model.query_block,
-    )
-    timings = {"prepare": time.perf_counter() - tick}
-    advance = phase_counter(progress, "scan corpus", corpus.n_records)
 
-    if engine == "local":
-        from nudgekit.engines import _local
+    engine: str = "local"
+    ray_address: str | None = None
+    workers: int | None = None
+    block_rows: int = 8192
+    check_ids: bool = True
+    quiet: bool = False
 
-        if check_ids:
-            tick = time.perf_counter()
-            _local.check_unique_ids(corpus)
-            timings["check_ids"] = time.perf_counter() - tick
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
+
+
+def pass_runner(settings: EngineSettings, device: str | None = None) -> PassRunner:
+    """``run_pass(source, plan, progress=None) -> PassResult`` on the chosen engine.
+
+    The Ray engine reads Parquet shards only (:class:`nudgekit.io.parquet.ParquetCorpus`);
+    ``device`` is where the local engine's products run.
+    """
+
+    def run_local(source: BlockSource, plan: PassPlan, progress: Any = None) -> PassResult:
         tick = time.perf_counter()
-        result = _local.local_pass(
-            corpus, plan, device=model.device, block_rows=block_rows, progress=advance
+        check = getattr(source, "check_unique_ids", None)
+        if settings.check_ids and plan.by_id and check is not None:
+            check()
+        checked = time.perf_counter() - tick
+        result = corpus_pass(
+            source, plan, device=device, block_rows=settings.block_rows, progress=progress
         )
-        timings["scan_corpus"] = time.perf_counter() - tick
-    else:
-        from nudgekit.engines import _ray
+        if checked > 0 and plan.by_id:
+            result.stats["check_ids_s"] = checked
+        return result
 
-        with _ray.ray_session(ray_address, num_cpus=workers, quiet=quiet):
-            if check_ids:
-                tick = time.perf_counter()
-                _ray.check_unique_ids(
-                    corpus, progress=phase_counter(progress, "check ids", corpus.n_records)
-                )
-                timings["check_ids"] = time.perf_counter() - tick
-            tick = time.perf_counter()
-            result = _ray.ray_pass(
-                corpus,
-                plan,
-                workers=workers,
-                block_rows=block_rows,
-                progress=advance,
-                show_progress=not quiet,
+    def run_ray(source: BlockSource, plan: PassPlan, progress: Any = None) -> PassResult:
+        from nudgekit.engines import ray as ray_engine
+        from nudgekit.io.parquet import ParquetCorpus
+
+        if not isinstance(source, ParquetCorpus):
+            raise ValueError(
+                "--engine ray reads a Parquet corpus (a corpus/ folder of shards); make one "
+                "with: nudgekit convert DATASET_DIR --to parquet --shards N --out DIR"
             )
-            timings["scan_corpus"] = time.perf_counter() - tick
+        with ray_engine.ray_session(
+            settings.ray_address, num_cpus=settings.workers, quiet=settings.quiet
+        ):
+            tick = time.perf_counter()
+            if settings.check_ids:
+                ray_engine.check_unique_ids(source)
+            checked = time.perf_counter() - tick
+            result = ray_engine.ray_pass(
+                source,
+                plan,
+                workers=settings.workers,
+                block_rows=settings.block_rows,
+                progress=progress,
+                show_progress=not settings.quiet,
+            )
+        if settings.check_ids:
+            result.stats["check_ids_s"] = checked
+        return result
 
-    rows_of_label = _rows_of_labels(labels, result, splits)
-    train_rel = _over_rows(train.relevance, rows_of_label, corpus.n_records)
-    val_rel = _over_rows(val.relevance, rows_of_label, corpus.n_records) if val else None
-    model.fit_from_pass(
-        n_records=corpus.n_records,
-        dim=corpus.dim,
-        train_queries=train.queries,
-        train_relevance=train_rel,
-        val_queries=val.queries if val is not None else None,
-        val_relevance=val_rel,
-        tracked=result.rows,
-        tracked_vectors=result.vectors,
-        fixed=result.fixed,
-        timings=timings,
-    )
-    changed = result.ids[np.searchsorted(result.rows, model.changed_rows_)]
-    return ParquetFit(
-        model,
-        [i.decode("utf-8") for i in changed.tolist()],  # changed records only
-        len(train.query_ids),
-        len(val.query_ids) if val is not None else 0,
-        {**result.stats, "n_tracked": len(result.rows), "block_rows": block_rows},
-    )
+    return run_ray if settings.engine == "ray" else run_local
 
 
-def _rows_of_labels(labels: np.ndarray, result: PassResult, splits: dict[str, Any]) -> np.ndarray:
-    """Corpus row of each labelled id; an id the pass did not find is an error."""
-    rows = np.full(len(labels), -1, dtype=np.int64)
-    if len(result.ids):
-        pos = np.searchsorted(labels, result.ids)
-        rows[pos] = result.rows
-    missing = np.flatnonzero(rows < 0)
-    if len(missing):
-        label = int(missing[0])
-        for name, split in splits.items():  # two splits at most
-            entry = np.flatnonzero(split.relevance.indices == label)
-            if len(entry):
-                query = int(np.searchsorted(split.relevance.indptr, entry[0], side="right")) - 1
-                raise CorpusError(
-                    f"qrels.json: relevant id {labels[label].decode('utf-8')!r} (query "
-                    f"{split.query_ids[query]!r}, split {name!r}) is not in the corpus"
-                )
-    return rows
+def fit(
+    model: NudgeEstimator,
+    dataset: Any,
+    settings: EngineSettings | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> NudgeEstimator:
+    """Fit ``model`` on a dataset's train/val splits with one corpus pass on the engine.
 
-
-def _over_rows(relevance: Relevance, rows_of_label: np.ndarray, n_records: int) -> Relevance:
-    # from_coo re-sorts each query's entries by corpus row, as the in-memory path has them
-    return Relevance.from_coo(
-        relevance.query_of_entry(),
-        rows_of_label[relevance.indices],
-        relevance.n_queries,
-        n_records,
-        relevance.grades,
+    ``dataset`` is an :class:`~nudgekit.io.dataset.EmbeddedDataset` or a
+    :class:`~nudgekit.io.parquet.ParquetDataset`. Returns the fitted model; on a dataset
+    read by id, ``model.changed_ids_`` names the changed records.
+    """
+    settings = settings if settings is not None else EngineSettings()
+    corpus = dataset.corpus
+    source = corpus if isinstance(corpus, BlockSource) else ArraySource(corpus, "corpus")
+    return model.fit_source(
+        source,
+        dataset.fit_problem(model.searches_gamma),
+        run_pass=pass_runner(settings, model.device),
+        progress=progress,
     )
 
 
-__all__ = ["ENGINES", "CorpusError", "ParquetFit", "fit_parquet"]
+__all__ = ["ENGINES", "EngineSettings", "fit", "pass_runner"]

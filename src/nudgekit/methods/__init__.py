@@ -1,26 +1,28 @@
-"""Fine-tuning methods behind one interface (see :mod:`nudgekit.methods._base`).
+"""Every fine-tuning method: the registry (:mod:`.registry`) and the bench interface.
 
-Every public module of this package is imported here so its methods register
-themselves: adding a method is adding a file.
+NUDGE methods are core estimators (:mod:`nudgekit.core`); the baselines — ``none``,
+``adaptor``, ``ptft`` and the hybrids — live here, one module each, behind
+:class:`~nudgekit.methods.base.Method`.
 """
 
-from __future__ import annotations
+from nudgekit.methods.base import Fitted, Method, Task, Texts, raw_queries
+from nudgekit.methods.registry import (
+    METHODS,
+    MethodSpec,
+    get_method,
+    method_spec,
+    nudge_method_names,
+)
 
-import importlib
-import pkgutil
-
-from nudgekit.methods._base import REGISTRY, Fitted, Method, Task, Texts, raw_queries, register
-
-for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
-
-
-def get_method(name: str, **params: object) -> Method:
-    """An instance of the method registered as ``name``."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**params)
-
-
-__all__ = ["REGISTRY", "Fitted", "Method", "Task", "Texts", "get_method", "raw_queries", "register"]
+__all__ = [
+    "METHODS",
+    "Fitted",
+    "Method",
+    "MethodSpec",
+    "Task",
+    "Texts",
+    "get_method",
+    "method_spec",
+    "nudge_method_names",
+    "raw_queries",
+]

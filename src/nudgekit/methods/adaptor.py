@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nudgekit.core import Relevance
-from nudgekit.core._checks import check_matrix, check_rows
-from nudgekit.dataset import Split
-from nudgekit.methods._base import Fitted, Method, Task, register
-from nudgekit.metrics import retrieval_metrics
+from nudgekit.core import Relevance, check_matrix, check_rows
+from nudgekit.evaluation import retrieval_metrics
+from nudgekit.io.dataset import Split
+from nudgekit.methods.base import Fitted, Method, Task
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 _UNIT_TOLERANCE = 1e-3
 
 
-@register
 class Adaptor(Method):
     """Linear query adaptor trained with the multiple-negatives ranking loss.
 

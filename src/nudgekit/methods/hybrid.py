@@ -4,23 +4,18 @@
 with its ``encode``, fits ``second`` on its corpus and those queries, and searches
 ``second``'s corpus with both encodings applied in turn. NUDGE leaves queries as they are,
 so for ``x+nudge-n`` the queries are ``x``'s and the records are ``x``'s, nudged.
-
-Adding a combination is one line: ``register(hybrid("first", "second"))``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
 
-from nudgekit.dataset import Split
-
-# the parts must be registered before they can be combined (this module sorts before them)
-from nudgekit.methods import adaptor, nudge, ptft  # noqa: F401
-from nudgekit.methods._base import REGISTRY, Fitted, Method, Task, register
+from nudgekit.io.dataset import Split
+from nudgekit.methods.base import Fitted, Method, Task
 
 
 class Hybrid(Method):
@@ -38,15 +33,17 @@ class Hybrid(Method):
     :attr:`Fitted.gamma` is ``second``'s.
     """
 
-    first: ClassVar[type[Method]]
-    second: ClassVar[type[Method]]
+    #: the parts' names, and how to make each from its parameters (set by :func:`hybrid`)
+    first_name: ClassVar[str]
+    second_name: ClassVar[str]
+    make: ClassVar[Callable[..., Method]]
 
     def __init__(
         self, first: Mapping[str, Any] | None = None, second: Mapping[str, Any] | None = None
     ) -> None:
         self.first_params = dict(first or {})
-        self.first_method = self.first(**self.first_params)
-        self.second_method = self.second(**dict(second or {}))
+        self.first_method = type(self).make(self.first_name, **self.first_params)
+        self.second_method = type(self).make(self.second_name, **dict(second or {}))
 
     def fit(self, task: Task) -> Fitted:
         """Fit ``first`` on ``task``, then ``second`` in ``first``'s space."""
@@ -61,38 +58,34 @@ class Hybrid(Method):
         inner = replace(
             task,
             corpus=one.corpus,
-            train=_encoded(task.train, one),
-            val=_encoded(task.val, one),
+            train=encoded(task.train, one),
+            val=encoded(task.val, one),
         )
         two = self.second_method.fit(inner)
 
         def encode(split: Split) -> np.ndarray:
-            return two.encode(_encoded(split, one))
+            return two.encode(encoded(split, one))
 
         return Fitted(two.corpus, encode, two.gamma, {"first": one.info, "second": two.info})
 
 
-def hybrid(first: str, second: str) -> type[Hybrid]:
-    """The :class:`Hybrid` method class named ``"first+second"`` (register it to use it)."""
-    one, two = REGISTRY[first], REGISTRY[second]
+def hybrid(first: str, second: str, make: Callable[..., Method]) -> type[Hybrid]:
+    """The :class:`Hybrid` method class named ``"first+second"``; ``make(name, **params)``
+    builds each part (:func:`nudgekit.methods.get_method`)."""
     return type(
-        f"Hybrid_{one.__name__}_{two.__name__}",
+        f"Hybrid_{first}_{second}".replace("-", "_"),
         (Hybrid,),
         {
             "name": f"{first}+{second}",
-            "first": one,
-            "second": two,
-            "needs_texts": one.needs_texts or two.needs_texts,
+            "first_name": first,
+            "second_name": second,
+            "make": staticmethod(make),
             "__module__": __name__,
             "__doc__": f"``{first}``, then ``{second}`` on its embeddings.",
         },
     )
 
 
-def _encoded(split: Split, fitted: Fitted) -> Split:
+def encoded(split: Split, fitted: Fitted) -> Split:
     """``split`` with its queries in ``fitted``'s space (same ids and labels)."""
     return replace(split, queries=np.asarray(fitted.encode(split), dtype=np.float32))
-
-
-register(hybrid("adaptor", "nudge-n"))
-register(hybrid("ptft", "nudge-n"))

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nudgekit.methods._base import Fitted, Method, Task, raw_queries, register
+from nudgekit.methods.base import Fitted, Method, Task, raw_queries
 
 
-@register
 class NoFineTuning(Method):
     name = "none"
 

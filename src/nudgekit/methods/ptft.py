@@ -24,13 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from nudgekit.dataset import Split
-from nudgekit.methods._base import Fitted, Method, Task, register
+from nudgekit.evaluation import search
+from nudgekit.io.dataset import Split
 from nudgekit.methods.adaptor import check_val_labels, top1_accuracy, torch_device
-from nudgekit.retrieval import search
+from nudgekit.methods.base import Fitted, Method, Task
 
 
-@register
 class PTFT(Method):
     """Fine-tune the sentence-transformers model on the training pairs.
 
@@ -58,7 +57,6 @@ class PTFT(Method):
     """
 
     name = "ptft"
-    needs_texts = True
 
     def __init__(
         self,
@@ -108,7 +106,7 @@ class PTFT(Method):
             )
         import torch
 
-        from nudgekit.embedding import load_model, resolve_model
+        from nudgekit.io.embedding import load_model, resolve_model
 
         try:  # sentence-transformers >= 5.2 moved the losses
             from sentence_transformers.sentence_transformer.losses import (
@@ -240,7 +238,7 @@ def _cpu_copy(model: Any) -> dict[str, Any]:
 
 def _read_texts(path: Path) -> dict[str, str]:
     """``{id: text}`` of a BEIR JSONL file."""
-    from nudgekit.beir import iter_records
+    from nudgekit.io.beir import iter_records
 
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (ptft needs the BEIR texts)")

@@ -17,7 +17,7 @@ import importlib
 import os
 from typing import Any
 
-from nudgekit.stores._base import (
+from nudgekit.stores.base import (
     METRICS,
     Changes,
     MetricInfo,
@@ -29,9 +29,9 @@ from nudgekit.stores._base import (
 
 #: kind → "module:class", imported on first use.
 KINDS = {
-    "lancedb": "nudgekit.stores._lancedb:LanceDBStore",
-    "qdrant": "nudgekit.stores._qdrant:QdrantStore",
-    "faiss": "nudgekit.stores._faiss:FaissStore",
+    "lancedb": "nudgekit.stores.lancedb:LanceDBStore",
+    "qdrant": "nudgekit.stores.qdrant:QdrantStore",
+    "faiss": "nudgekit.stores.faiss:FaissStore",
 }
 
 
