@@ -36,13 +36,18 @@ def load_task(
     ``beir_dir`` and ``model`` are needed only by methods that re-embed texts (``ptft``).
     """
     data = load_dataset(dataset_dir)
+    return _task(data, beir_dir, model, device), data.split("test")
+
+
+def _task(
+    data: Any, beir_dir: str | os.PathLike[str] | None, model: str | None, device: str | None
+) -> Task:
     texts = None
     if beir_dir is not None:
         if model is None:
             raise ValueError("a BEIR directory needs the model that embedded it (--model)")
         texts = Texts(Path(beir_dir), model)
-    task = Task(data.corpus, data.corpus_ids, data.split("train"), data.split("val"), texts, device)
-    return task, data.split("test")
+    return Task(data.corpus, data.corpus_ids, data.split("train"), data.split("val"), texts, device)
 
 
 def evaluate_fitted(
@@ -101,11 +106,6 @@ def run_bench(
     params = {name: dict(values) for name, values in (params or {}).items()}
     check_params(params, methods)
     data = load_dataset(dataset_dir)
-    texts = None
-    if beir_dir is not None:
-        if model is None:
-            raise ValueError("a BEIR directory needs the model that embedded it (--model)")
-        texts = Texts(Path(beir_dir), model)
     if ood:
         parts = ood_splits(data)
         data.splits = {
@@ -117,7 +117,7 @@ def run_bench(
         tests = {"in": data.split("test_in"), "out": data.split("test_out")}
     else:
         tests = {"test": data.split("test")}
-    task = Task(data.corpus, data.corpus_ids, data.split("train"), data.split("val"), texts, device)
+    task = _task(data, beir_dir, model, device)
 
     rows: list[dict[str, Any]] = []
     # a hybrid whose first part also runs alone, earlier and with the same parameters,
