@@ -43,15 +43,23 @@ def make_problem(
     noise: float = 0.9,
     max_relevant: int = 3,
     eval_max_relevant: int | None = None,
+    shift: float = 0.0,
 ) -> Problem:
     """Records 0..n_answering-1 answer queries (1..max_relevant each); the rest never do.
 
     Queries are noisy copies of the mean of their relevant records, so fine-tuning on
-    training queries helps validation and test queries that share answers.
+    training queries helps validation and test queries that share answers. ``shift``
+    moves the queries of each answering record off it, along a direction of its own (the
+    gap between how documents and questions are phrased, which NUDGE closes): with it,
+    validation picks γ > 0.
     """
     rng = np.random.default_rng(seed)
     corpus = rng.normal(size=(n, d)).astype(np.float32)
     unit = corpus / np.linalg.norm(corpus, axis=1, keepdims=True)
+    if shift:
+        offset = rng.normal(size=(n, d))
+        target = unit + shift * offset / np.linalg.norm(offset, axis=1, keepdims=True)
+        unit = target / np.linalg.norm(target, axis=1, keepdims=True)
 
     def queries(count: int, most: int) -> tuple[np.ndarray, list[list[int]]]:
         rel = [

@@ -21,24 +21,17 @@ from nudgekit.evaluation.metrics import retrieval_metrics
 from nudgekit.evaluation.retrieval import search
 from nudgekit.workflows.apply import apply_to_store, rollback_store, store_history
 
-from .test_stores import (
-    KINDS,
+from .storekit import (
+    ALL_KINDS,
     Target,
     build_store,
-    faiss,
+    kind_param,
     lance_rows,
-    lancedb,
-    matrix_of,
-    models,
-    overwrite,
-    pa,
-    raw_vectors,
     scratch_dir,
     unit_rows,
     write_labels,
 )
 
-GAMMA = 0.1
 runner = CliRunner()
 
 
@@ -47,20 +40,22 @@ def fast_path(tmp_path):
     yield from scratch_dir(tmp_path)
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=ALL_KINDS)
 def target(request, fast_path) -> Target:
     return build_store(request.param, fast_path / request.param)
 
 
 def run(target: Target, labels: Path, **kwargs: Any) -> dict[str, Any]:
-    return apply_to_store(target.spec, labels, table=target.table, **({"gamma": GAMMA} | kwargs))
+    """``apply`` as the user runs it: γ searched on the validation queries unless given."""
+    return apply_to_store(target.spec, labels, table=target.table, **kwargs)
 
 
 def expected(target: Target, corpus: np.ndarray, labels_train: list[int], **kwargs: Any):
-    """What a fresh NUDGE-N fit (fixed γ) on ``corpus`` with these training queries gives."""
+    """What a fresh NUDGE-N fit on ``corpus`` with these training queries gives (γ searched
+    on the validation queries, as apply does, unless ``gamma`` is given)."""
     p = target.problem
-    model = NudgeN(gamma=GAMMA, **kwargs).fit(
-        corpus, p.train_q[labels_train], [p.train_rel[j] for j in labels_train]
+    model = NudgeN(**kwargs).fit(
+        corpus, p.train_q[labels_train], [p.train_rel[j] for j in labels_train], p.val_q, p.val_rel
     )
     out = corpus.copy()
     out[model.changed_rows_] = model.changed_embeddings_
@@ -68,33 +63,26 @@ def expected(target: Target, corpus: np.ndarray, labels_train: list[int], **kwar
 
 
 def state(target: Target) -> np.ndarray:
-    return matrix_of(target, raw_vectors(target))
+    return target.matrix()
 
 
-def snapshot(target: Target) -> tuple[np.ndarray, int]:
-    """The store's vectors, and (LanceDB) its number of versions."""
-    versions = 0
-    if target.kind == "lancedb":
-        table = lancedb.connect(target.spec.partition(":")[2]).open_table("docs")
-        versions = len(table.list_versions())
-    return state(target), versions
+def snapshot(target: Target) -> tuple[np.ndarray, Any]:
+    """The store's vectors, and what else the user's store holds (schema, LanceDB versions)."""
+    extra: Any = target.kind.schema(target)
+    if target.kind.name == "lancedb":
+        import lancedb
+
+        table = lancedb.connect(target.path).open_table("docs")
+        extra = (extra, len(table.list_versions()))
+    return state(target), extra
 
 
-def nothing_written(target: Target, before: tuple[np.ndarray, int]) -> None:
-    """The store holds what it held, and nudgekit left no trace in it."""
+def nothing_written(target: Target, before: tuple[np.ndarray, Any]) -> None:
+    """The store holds what it held, and nudgekit left no trace anywhere."""
     np.testing.assert_array_equal(state(target), before[0])
+    assert snapshot(target)[1] == before[1]
     assert store_history(target.spec, table=target.table) == []
-    if target.kind == "lancedb":
-        table = lancedb.connect(target.spec.partition(":")[2]).open_table("docs")
-        assert not [c for c in table.schema.names if c.startswith("nudgekit")]
-        assert len(table.list_versions()) == before[1]
-    else:
-        sidecar = (
-            target.root / "qdrant" / ".nudgekit"
-            if target.kind == "qdrant"
-            else target.root / "index.faiss.nudgekit"
-        )
-        assert not sidecar.exists()
+    assert not target.kind.traces(target)
 
 
 # -- what is written -----------------------------------------------------------------------
@@ -102,6 +90,7 @@ def test_apply_writes_exactly_the_rows_nudge_moves(target, fast_path):
     labels = write_labels(target, fast_path / "labels")
     report = run(target, labels)
     model, want = expected(target, target.corpus, list(range(len(target.problem.train_q))))
+    assert report["gamma"] == model.gamma_ > 0 and report["gamma_searched"]
     assert report["n_written"] == report["n_nudged"] == model.n_changed_ > 0
     assert report["n_new_originals"] == model.n_changed_ and report["n_reverted"] == 0
     got = state(target)
@@ -110,21 +99,24 @@ def test_apply_writes_exactly_the_rows_nudge_moves(target, fast_path):
     np.testing.assert_array_equal(got[untouched], target.corpus[untouched])  # bit for bit
 
 
-def test_applying_the_same_labels_again_writes_nothing(target, fast_path):
+def test_applying_the_same_labels_again_writes_and_records_nothing(target, fast_path):
     labels = write_labels(target, fast_path / "labels")
     first = run(target, labels)
     after_first = state(target)
     again = run(target, labels)
     assert again["n_written"] == 0 and again["n_changed"] == first["n_changed"]
+    assert not again["recorded"] and len(store_history(target.spec, table=target.table)) == 1
     np.testing.assert_array_equal(state(target), after_first)  # started from the originals
+    rollback_store(target.spec, table=target.table)  # undoes the real apply, not a no-op
+    np.testing.assert_array_equal(state(target), target.corpus)
 
 
 def test_a_new_gamma_is_computed_from_the_originals_not_the_nudged_vectors(target, fast_path):
     labels = write_labels(target, fast_path / "labels")
     run(target, labels, gamma=0.3)
-    run(target, labels, gamma=GAMMA)
-    fresh = build_store(target.kind, fast_path / "fresh")
-    run(fresh, labels, gamma=GAMMA)
+    run(target, labels)
+    fresh = build_store(target.kind.name, fast_path / "fresh")
+    run(fresh, labels)
     np.testing.assert_array_equal(state(target), state(fresh))
 
 
@@ -137,15 +129,11 @@ def test_adding_labels_touches_only_affected_rows_and_equals_a_fresh_fit(target,
     report = run(target, full)
     after_full = state(target)
 
-    fresh = build_store(target.kind, fast_path / "fresh")
+    fresh = build_store(target.kind.name, fast_path / "fresh")
     run(fresh, full)
     np.testing.assert_array_equal(after_full, state(fresh))
     touched = np.flatnonzero(~np.all(after_half == after_full, axis=1))
     assert report["n_written"] == len(touched) > 0
-    # only records some added query points to can move
-    added = {r for j in range(n_train // 2, n_train) for r in target.problem.train_rel[j]}
-    assert set(touched.tolist()) <= added
-    assert len(touched) < len(added) + report["n_reverted"] or report["n_reverted"] == 0
 
 
 def test_removing_labels_puts_rows_back_to_their_originals(target, fast_path):
@@ -153,7 +141,8 @@ def test_removing_labels_puts_rows_back_to_their_originals(target, fast_path):
     run(target, write_labels(target, fast_path / "full"))
     kept = list(range(0, n_train, 2))
     report = run(target, write_labels(target, fast_path / "fewer", train=kept))
-    _, want = expected(target, target.corpus, kept)
+    model, want = expected(target, target.corpus, kept)
+    assert report["gamma"] == model.gamma_
     got = state(target)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     still_labelled = {r for j in kept for r in target.problem.train_rel[j]}
@@ -169,68 +158,32 @@ def test_new_and_deleted_documents_work(target, fast_path):
     p = target.problem
     # delete a nudged record (and the queries naming it); add two records and label one
     gone = p.train_rel[0][0]
-    new_vectors = unit_rows(np.random.default_rng(7).normal(size=(2, target.corpus.shape[1])))
-    new_keys = ["new0", "new1"] if target.kind == "lancedb" else [5000, 5001]
-    delete_docs(target, [target.keys[gone]])
-    add_docs(target, new_keys, new_vectors)
     train = [j for j in range(len(p.train_q)) if gone not in p.train_rel[j]]
+    # the first new record answers a training query it is near (v·G > 0: NUDGE moves it)
+    rng = np.random.default_rng(7)
+    near = p.train_q[train[0]] + 0.5 * unit_rows(rng.normal(size=(1, target.corpus.shape[1])))
+    new_vectors = unit_rows(np.concatenate([near, rng.normal(size=(1, near.shape[1]))]))
+    new_keys = [5000, 5001] if target.kind.int_ids else ["new0", "new1"]
+    target.kind.delete(target, [target.keys[gone]])
+    target.kind.insert(target, new_keys, new_vectors)
     relabelled = write_labels(target, fast_path / "relabelled", train=train)
     qrels = json.loads((relabelled / "qrels.json").read_text())
     for q in qrels.values():
         q.pop(target.ids[gone], None)
-    qrels["train0" if 0 in train else f"train{train[0]}"][str(new_keys[0])] = 1
+    qrels[f"train{train[0]}"][str(new_keys[0])] = 1
     (relabelled / "qrels.json").write_text(json.dumps(qrels))
     report = run(target, relabelled)
 
     # the same documents, never nudged, fitted on the same labels
-    fresh = build_store(target.kind, fast_path / "fresh")
-    delete_docs(fresh, [fresh.keys[gone]])
-    add_docs(fresh, new_keys, new_vectors)
+    fresh = build_store(target.kind.name, fast_path / "fresh")
+    fresh.kind.delete(fresh, [fresh.keys[gone]])
+    fresh.kind.insert(fresh, new_keys, new_vectors)
     run(fresh, relabelled)
-    got, want = raw_vectors(target), raw_vectors(fresh)
+    got, want = target.raw(), fresh.raw()
     assert set(got) == set(want) and target.ids[gone] not in got
     assert all(np.array_equal(got[i], want[i]) for i in want)
     assert report["n_records"] == len(target.ids) + 1
     assert not np.array_equal(got[str(new_keys[0])], new_vectors[0])  # the new record moved
-
-
-def delete_docs(target: Target, keys: list[Any]) -> None:
-    path = target.spec.partition(":")[2]
-    if target.kind == "lancedb":
-        table = lancedb.connect(path).open_table("docs")
-        table.delete(" OR ".join(f"id = '{k}'" for k in keys))
-    elif target.kind == "qdrant":
-        from qdrant_client import QdrantClient
-
-        client = QdrantClient(path=path)
-        client.delete("docs", points_selector=models.PointIdsList(points=keys))
-        client.close()
-    else:
-        index = faiss.read_index(path)
-        index.remove_ids(np.asarray(keys, dtype=np.int64))
-        faiss.write_index(index, path)
-
-
-def add_docs(target: Target, keys: list[Any], vectors: np.ndarray) -> None:
-    path = target.spec.partition(":")[2]
-    if target.kind == "lancedb":
-        lancedb.connect(path).open_table("docs").add(lance_rows(keys, vectors))
-    elif target.kind == "qdrant":
-        from qdrant_client import QdrantClient
-
-        client = QdrantClient(path=path)
-        client.upsert(
-            "docs",
-            points=[
-                models.PointStruct(id=k, vector=v.tolist())
-                for k, v in zip(keys, vectors, strict=True)
-            ],
-        )
-        client.close()
-    else:
-        index = faiss.read_index(path)
-        index.add_with_ids(vectors, np.asarray(keys, dtype=np.int64))
-        faiss.write_index(index, path)
 
 
 def test_a_row_re_embedded_since_is_taken_as_its_new_original(target, fast_path):
@@ -239,7 +192,7 @@ def test_a_row_re_embedded_since_is_taken_as_its_new_original(target, fast_path)
     model, _ = expected(target, target.corpus, list(range(len(target.problem.train_q))))
     row = int(model.changed_rows_[0])
     reembedded = unit_rows(target.corpus[row : row + 1] + 0.2)[0]
-    overwrite(target, target.keys[row], reembedded)
+    target.kind.overwrite(target, target.keys[row], reembedded)
     report = run(target, labels)
     assert report["n_stale_originals"] == 1 and "changed outside nudgekit" in report["warnings"][0]
     corpus = target.corpus.copy()
@@ -273,8 +226,12 @@ def test_dry_run_writes_nothing(target, fast_path):
     nothing_written(target, before)
 
 
-def test_float16_lancedb_vectors_are_written_in_their_own_precision(fast_path):
-    target = build_store("lancedb", fast_path / "tmp")
+@pytest.mark.parametrize("kind", [kind_param("lancedb")])
+def test_float16_lancedb_vectors_are_written_in_their_own_precision(fast_path, kind):
+    import lancedb
+    import pyarrow as pa
+
+    target = build_store(kind, fast_path / "tmp")
     db_dir = fast_path / "f16"
     half = target.corpus.astype(np.float16)
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(half.ravel()), 16)
@@ -286,7 +243,6 @@ def test_float16_lancedb_vectors_are_written_in_their_own_precision(fast_path):
     assert run(f16, labels)["n_written"] > 0
     again = run(f16, labels)  # rounded to float16 before comparing: nothing left to write
     assert again["n_written"] == 0 and again["n_stale_originals"] == 0
-    rollback_store(f16.spec, table="docs")
     rollback_store(f16.spec, table="docs")
     np.testing.assert_array_equal(state(f16), half.astype(np.float32))
 
@@ -313,35 +269,34 @@ def test_rollback_goes_back_one_apply_at_a_time(target, fast_path):
     assert [r["rolled_back_seq"] for r in history[2:]] == [2, 1]
     # and an apply after rollbacks starts from the originals again
     run(target, write_labels(target, fast_path / "full"))
-    fresh = build_store(target.kind, fast_path / "fresh")
+    fresh = build_store(target.kind.name, fast_path / "fresh")
     run(fresh, write_labels(target, fast_path / "full"))
     np.testing.assert_array_equal(state(target), state(fresh))
 
 
 def test_history_records_what_each_apply_did(target, fast_path):
     labels = write_labels(target, fast_path / "labels", meta={"model": "org/model-a", "dims": 16})
-    report = run(
-        target, labels, method="nudge-m", metric="dot" if target.kind == "lancedb" else None
-    )
+    report = run(target, labels, method="nudge-m")
     (entry,) = store_history(target.spec, table=target.table)
     for key in ("method", "gamma", "n_changed", "n_written", "model", "dim", "created"):
         assert entry[key] == report[key]
     assert entry["model"] == "org/model-a" and entry["dim"] == 16
-    assert entry["version_before"] != entry["version_after"]
+    assert entry["version_after"] == entry["version_before"] + 1
+    assert entry["gamma_searched"] and entry["n_written"] > 0
 
 
 # -- the metric guard ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kind", "metric", "allowed"),
     [
-        ("lancedb", "dot", True),
-        ("lancedb", "cosine", False),
-        ("lancedb", None, False),  # no index: the metric is unknown
-        ("qdrant", "dot", True),
-        ("qdrant", "cosine", False),
-        ("qdrant", "l2", False),
-        ("faiss", "dot", True),
-        ("faiss", "l2", False),
+        kind_param("lancedb", "dot", True),
+        kind_param("lancedb", "cosine", False),
+        kind_param("lancedb", None, False),  # no index: the metric is unknown
+        kind_param("qdrant", "dot", True),
+        kind_param("qdrant", "cosine", False),
+        kind_param("qdrant", "l2", False),
+        kind_param("faiss", "dot", True),
+        kind_param("faiss", "l2", False),
     ],
 )
 def test_nudge_m_is_written_only_where_search_is_by_dot_product(
@@ -365,8 +320,9 @@ def test_nudge_m_is_written_only_where_search_is_by_dot_product(
     assert run(target, labels)["n_written"] > 0  # NUDGE-N (unit-norm) is fine anywhere
 
 
-def test_a_declared_lancedb_metric_is_recorded_for_later_applies(fast_path):
-    target = build_store("lancedb", fast_path / "store", metric=None)
+@pytest.mark.parametrize("kind", [kind_param("lancedb")])
+def test_a_declared_lancedb_metric_is_recorded_for_later_applies(fast_path, kind):
+    target = build_store(kind, fast_path / "store", metric=None)
     labels = write_labels(target, fast_path / "labels")
     first = run(target, labels, method="nudge-m", metric="dot")
     assert first["metric"] == "dot" and first["metric_source"] == "--metric (declared)"
@@ -374,8 +330,9 @@ def test_a_declared_lancedb_metric_is_recorded_for_later_applies(fast_path):
     assert second["metric"] == "dot" and second["n_written"] > 0
 
 
-def test_a_metric_contradicting_the_index_is_refused(fast_path):
-    target = build_store("lancedb", fast_path / "store", metric="cosine")
+@pytest.mark.parametrize("kind", [kind_param("lancedb")])
+def test_a_metric_contradicting_the_index_is_refused(fast_path, kind):
+    target = build_store(kind, fast_path / "store", metric="cosine")
     with pytest.raises(ValueError, match=r"--metric dot contradicts .* vector index"):
         run(target, write_labels(target, fast_path / "labels"), metric="dot")
 
@@ -395,10 +352,10 @@ def test_label_ids_the_store_lacks_are_refused(target, fast_path):
 @pytest.mark.parametrize(
     ("kind", "problem", "message"),
     [
-        ("lancedb", "duplicate", "holds id 'doc1' twice"),
-        ("faiss", "duplicate", "holds id '1001' twice"),
-        ("lancedb", "zero", "id 'odd' is all zeros"),
-        ("faiss", "nan", "id '9999' contains NaN"),  # (LanceDB itself refuses NaN vectors)
+        kind_param("lancedb", "duplicate", "holds id 'doc1' twice"),
+        kind_param("faiss", "duplicate", "holds id '1001' twice"),
+        kind_param("lancedb", "zero", "id 'odd' is all zeros"),
+        kind_param("faiss", "nan", "id '9999' contains NaN"),  # (LanceDB refuses NaN vectors)
     ],
 )
 def test_bad_store_rows_are_refused(fast_path, kind, problem, message):
@@ -408,8 +365,8 @@ def test_bad_store_rows_are_refused(fast_path, kind, problem, message):
     if problem == "duplicate":
         key = target.keys[1]
     else:
-        key = "odd" if kind == "lancedb" else 9999
-    add_docs(target, [key], np.asarray(vector[problem], dtype=np.float32)[None])
+        key = 9999 if target.kind.int_ids else "odd"
+    target.kind.insert(target, [key], np.asarray(vector[problem], dtype=np.float32)[None])
     before = snapshot(target)
     with pytest.raises(ValueError, match=message):
         run(target, labels)
@@ -437,10 +394,11 @@ def test_labels_from_another_model_are_refused(target, fast_path):
     assert run(target, other, gamma=0.2, force_model=True)["n_written"] > 0
 
 
-def test_labels_from_another_model_than_the_tables_embedding_function_are_refused(
-    fast_path,
-):
-    target = build_store("lancedb", fast_path / "store")
+@pytest.mark.parametrize("kind", [kind_param("lancedb")])
+def test_labels_from_another_model_than_the_tables_embedding_function_are_refused(fast_path, kind):
+    import lancedb
+
+    target = build_store(kind, fast_path / "store")
     config = [{"name": "sentence-transformers", "model": {"name": "org/model-a"},
                "source_column": "text", "vector_column": "vector"}]  # fmt: skip
     data = lance_rows(target.keys, target.corpus)
@@ -473,6 +431,7 @@ def test_labels_from_another_model_than_the_tables_embedding_function_are_refuse
     ],
 )
 def test_incomplete_labels_are_refused(fast_path, edit, error, message):
+    pytest.importorskip("lancedb")
     target = build_store("lancedb", fast_path / "store")
     labels = write_labels(target, fast_path / "labels")
     edit(labels)
@@ -485,6 +444,9 @@ def test_incomplete_labels_are_refused(fast_path, edit, error, message):
 # -- the commands --------------------------------------------------------------------------
 def test_cli_apply_then_rollback_on_a_plain_id_vector_table(fast_path):
     # the shape of the external check: columns id (string) and vector (float32 list) only
+    lancedb = pytest.importorskip("lancedb")
+    import pyarrow as pa
+
     template = build_store("lancedb", fast_path / "tmp")
     db_dir = fast_path / "db"
     table = lancedb.connect(str(db_dir)).create_table(
@@ -517,6 +479,7 @@ def test_cli_apply_then_rollback_on_a_plain_id_vector_table(fast_path):
 
 
 def test_cli_apply_json_and_history_table(fast_path):
+    pytest.importorskip("faiss")
     target = build_store("faiss", fast_path / "store")
     labels = write_labels(target, fast_path / "labels")
     result = runner.invoke(
@@ -538,6 +501,7 @@ def test_cli_apply_json_and_history_table(fast_path):
     ],
 )
 def test_cli_errors_are_one_line_with_exit_code_2(fast_path, args, message):
+    pytest.importorskip("lancedb")
     target = build_store("lancedb", fast_path / "store", metric=None)
     labels = write_labels(target, fast_path / "labels")
     result = runner.invoke(app, ["apply", "--store", target.spec, "--labels", str(labels), *args])
@@ -546,6 +510,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(fast_path, args, message):
 
 
 def test_nudge_m_output_is_what_nudge_m_computes(fast_path):
+    pytest.importorskip("qdrant_client")
     target = build_store("qdrant", fast_path / "store")
     labels = write_labels(target, fast_path / "labels")
     run(target, labels, method="nudge-m", gamma=0.2)
@@ -557,8 +522,112 @@ def test_nudge_m_output_is_what_nudge_m_computes(fast_path):
 
 def test_copied_store_directories_stay_independent(fast_path):
     # (guards the tests' own template copying: a store copy must not share files)
+    pytest.importorskip("lancedb")
     a = build_store("lancedb", fast_path / "a")
     b = build_store("lancedb", fast_path / "b")
     run(a, write_labels(a, fast_path / "labels"))
     np.testing.assert_array_equal(state(b), b.corpus)
     shutil.rmtree(fast_path / "a")
+
+
+# -- the user's store, as the user uses it ---------------------------------------------------
+def test_the_stores_own_search_gives_the_improved_test_ranking(target, fast_path):
+    labels = write_labels(target, fast_path / "labels")
+    report = run(target, labels)
+    p = target.problem
+    row_of = {i: r for r, i in enumerate(target.ids)}
+    relevance = check_relevance(
+        p.test_rel, "test", n_queries=len(p.test_q), n_records=len(p.corpus)
+    )
+
+    def ndcg(indices: np.ndarray) -> float:
+        return retrieval_metrics(indices, relevance, ks=(10,))["ndcg@10"]
+
+    # the store's default search call, as its docs write it, after the apply
+    found = np.array([[row_of[i] for i in target.search(q, 10)] for q in p.test_q])
+    _, fitted = expected(target, target.corpus, list(range(len(p.train_q))))
+    _, reference = search(p.test_q, fitted, 10)  # what `nudgekit fit` + eval computes
+    assert ndcg(found) == pytest.approx(ndcg(reference), abs=1e-4)
+    assert report["test_after"]["ndcg@10"] == pytest.approx(ndcg(reference), abs=1e-4)
+    assert report["test_after"]["ndcg@10"] > report["test_before"]["ndcg@10"]
+
+
+def test_inserts_and_maintenance_since_the_apply_survive_its_rollback(target, fast_path):
+    run(target, write_labels(target, fast_path / "labels"))
+    new_key = 99_999 if target.kind.int_ids else "added-later"
+    added = unit_rows(np.random.default_rng(3).normal(size=(1, target.corpus.shape[1])))
+    target.kind.insert(target, [new_key], added)
+    target.kind.maintain(target)  # e.g. LanceDB's table.optimize(): compaction, re-indexing
+    back = rollback_store(target.spec, table=target.table)
+    assert back["n_restored"] > 0 and back["n_changed_since"] == back["n_deleted_since"] == 0
+    after = target.raw()
+    np.testing.assert_allclose(np.stack([after[i] for i in target.ids]), target.corpus, atol=1e-6)
+    np.testing.assert_allclose(after[str(new_key)], added[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", [kind_param("lancedb")])
+def test_history_and_rollback_need_only_the_store_and_table(fast_path, kind):
+    import lancedb
+    import pyarrow as pa
+
+    template = build_store(kind, fast_path / "tmp")
+    db_dir = fast_path / "db"
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(template.corpus.ravel()), 16)
+    lancedb.connect(str(db_dir)).create_table(
+        "T", pa.table({"key": template.ids, "emb": vectors, "title": template.ids})
+    )
+    labels = write_labels(template, fast_path / "labels")
+    spec = f"lancedb:{db_dir}"
+    apply_to_store(spec, labels, table="T", id_column="key", vector_column="emb")
+    (entry,) = store_history(spec, table="T")  # no column options
+    assert entry["columns"] == {"id_column": "key", "vector_column": "emb"}
+    rollback_store(spec, table="T")
+    data = lancedb.connect(str(db_dir)).open_table("T").to_arrow()
+    assert data.schema.names == ["key", "emb", "title"]
+    got = dict(zip(data.column("key").to_pylist(), data.column("emb").to_pylist(), strict=True))
+    np.testing.assert_array_equal(np.array([got[i] for i in template.ids]), template.corpus)
+
+
+@pytest.mark.parametrize("kind", [kind_param("lancedb")])
+def test_lancedb_ann_index_is_brought_up_to_date_or_the_user_is_told(fast_path, kind):
+    import lancedb
+
+    target = build_store(kind, fast_path / "a", metric=None)
+    table = lancedb.connect(target.path).open_table("docs")
+    table.create_index(metric="dot", num_partitions=2, num_sub_vectors=4, index_type="IVF_PQ")
+    labels = write_labels(target, fast_path / "labels")
+    report = run(target, labels)
+    assert report["n_written"] > 0 and "updated" in report["index"]
+    stats = table.index_stats(table.list_indices()[0].name)
+    assert stats.num_unindexed_rows == 0  # the rewritten rows are in the index again
+    # searched through the index, the nudged table ranks a test query's answer higher
+    p = target.problem
+    q, answer = p.test_q[0], target.ids[p.test_rel[0][0]]
+    ranks = [i["id"] for i in table.search(q).distance_type("dot").limit(300).to_list()]
+    raw = np.argsort(-(target.corpus @ q), kind="stable")
+    assert ranks.index(answer) <= int(np.flatnonzero(raw == p.test_rel[0][0])[0])
+
+    later = build_store(kind, fast_path / "b", metric=None)
+    lancedb.connect(later.path).open_table("docs").create_index(
+        metric="dot", num_partitions=2, num_sub_vectors=4, index_type="IVF_PQ"
+    )
+    hint = run(later, labels, reindex=False)["index"]
+    assert "outside the vector index" in hint and ".optimize()" in hint
+
+
+@pytest.mark.parametrize("kind", [kind_param("lancedb")])
+def test_lancedb_rollback_to_a_version_restores_it_exactly(fast_path, kind):
+    import lancedb
+
+    target = build_store(kind, fast_path / "a")
+    table = lancedb.connect(target.path).open_table("docs")
+    start = table.version
+    run(target, write_labels(target, fast_path / "labels"))
+    target.kind.insert(target, ["later"], target.corpus[:1])
+    record = rollback_store(target.spec, table="docs", to_version=start)
+    assert record["kind"] == "restore" and record["restored_version"] == start
+    assert "later" not in target.raw()  # exact: the later insert is gone too
+    np.testing.assert_array_equal(state(target), target.corpus)
+    assert [r["kind"] for r in store_history(target.spec, table="docs")] == ["apply", "restore"]
+    with pytest.raises(ValueError, match="has no version 999"):
+        rollback_store(target.spec, table="docs", to_version=999)

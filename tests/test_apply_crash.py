@@ -1,12 +1,13 @@
 """Apply and rollback are all-or-nothing: kill them with SIGKILL and look at the store.
 
 Each scenario copies a store in a known state, runs ``apply`` (or ``rollback``) in a
-subprocess and kills it — at a named step between its writes (the fault-injection hook
-``NUDGEKIT_FAULT``, see ``nudgekit.stores._base.checkpoint``), or at a random moment once
+subprocess and kills it — at a named step of the write protocol (the fault-injection hook
+``NUDGEKIT_FAULT``, see ``nudgekit.stores.ledger.checkpoint``), or at a random moment once
 the writing has begun. Then the store must be at the old or the new state and readable
-(LanceDB and FAISS as read by their own clients; Qdrant local mode once nudgekit has
-replayed its journal, as every nudgekit command does first), rollback must go one state
-back, and a new apply must reach the same state as an uninterrupted one.
+(LanceDB and FAISS as read by their own clients: one commit, one rename; Qdrant local mode,
+which persists point by point, once nudgekit has rolled its journal forward, as every
+nudgekit command does first), rollback must go one state back, and a new apply must reach
+the same state as an uninterrupted one.
 
 States: S0 pristine; S1 after applying half the training labels; S2 after all of them.
 """
@@ -15,13 +16,12 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +29,7 @@ import pytest
 
 from nudgekit.workflows.apply import apply_to_store, rollback_store, store_history
 
-from .test_stores import Target, build_store, matrix_of, raw_vectors, scratch_dir, write_labels
-
-GAMMA = 0.1
+from .storekit import ALL_KINDS, Target, build_store, clone, scratch_dir, write_labels
 
 WORKER = """
 import sys
@@ -42,49 +40,34 @@ op, spec, table, labels = sys.argv[1:5]
 options = {"write_batch": 8} if spec.startswith("qdrant:") else {}
 with open_store(spec, table or None, **options) as store:
     if op == "apply":
-        apply_to_store(store, labels, gamma=float(sys.argv[5]))
+        apply_to_store(store, labels)
     else:
         rollback_store(store)
 """
 
-#: (phase, checkpoint) per kind. Phases: "first" applies L1 to S0 (LanceDB then also adds its
-#: bookkeeping columns), "second" applies L2 to S1, "rollback" rolls S2 back.
-POINTS = {
-    "lancedb": [
-        ("first", "lancedb.columns"),
-        ("first", "lancedb.pending"),
-        ("first", "lancedb.committed"),
-        ("first", "lancedb.tagged-after"),
-        ("second", "lancedb.pending"),
-        ("second", "lancedb.committed"),
-        ("rollback", "lancedb.rollback-pending"),
-        ("rollback", "lancedb.restored"),
-    ],
-    "qdrant": [
-        ("first", "qdrant.pending"),
-        ("first", "qdrant.batch"),
-        ("first", "qdrant.rows"),
-        ("second", "qdrant.batch"),
-        ("rollback", "qdrant.pending"),
-        ("rollback", "qdrant.batch"),
-    ],
-    "faiss": [
-        ("first", "faiss.sidecar-files"),
-        ("first", "faiss.tmp-written"),
-        ("first", "faiss.pending"),
-        ("first", "faiss.replaced"),
-        ("second", "faiss.pending"),
-        ("second", "faiss.replaced"),
-        ("rollback", "faiss.pending"),
-        ("rollback", "faiss.replaced"),
-    ],
-}
+#: Named steps of the write protocol, the same for every store: before the journal is
+#: complete (the old state stays) and after it (the next command rolls forward: new).
+BEFORE = ("{kind}.begin", "ledger.journal-saved")
+AFTER = (
+    "{kind}.pending",
+    "{kind}.written",
+    "ledger.rows-saved",
+    "ledger.state-saved",
+    "{kind}.committed",
+)
+#: steps of one store only
+EXTRA = {"qdrant": ("qdrant.batch",), "faiss": ("faiss.tmp-written",)}
 #: random kills once writing has begun: (after this checkpoint, how many, within seconds)
-RANDOM = {
-    "lancedb": ("lancedb.tagged-before", 3, 0.05),
-    "qdrant": ("qdrant.pending", 2, 0.05),
-    "faiss": ("faiss.sidecar-files", 2, 0.003),  # a FAISS commit takes a few ms
-}
+RANDOM = {"lancedb": 0.05, "qdrant": 0.05, "faiss": 0.003}  # a FAISS commit takes a few ms
+
+
+def points(kind: str) -> list[tuple[str, str]]:
+    """(phase, checkpoint): each step in an apply and in a rollback (a second apply is
+    killed at random moments instead)."""
+    steps = [p.format(kind=kind) for p in (*BEFORE, *AFTER)] + list(EXTRA.get(kind, ()))
+    return [(phase, step) for step in steps for phase in ("first", "rollback")]
+
+
 PHASE = {"first": ("S0", "S1"), "second": ("S1", "S2"), "rollback": ("S2", "S1")}
 
 
@@ -98,22 +81,17 @@ class World:
     full: Path
 
 
-def clone(target: Target, root: Path) -> Target:
-    shutil.copytree(target.root, root)
-    return replace(target, root=root, spec=target.spec.replace(str(target.root), str(root), 1))
-
-
 def make_world(kind: str, base: Path) -> World:
     s0 = build_store(kind, base / "S0")
     n_train = len(s0.problem.train_q)
     half = write_labels(s0, base / "half", train=slice(0, n_train // 2), test=False)
     full = write_labels(s0, base / "full", test=False)
     s1 = clone(s0, base / "S1")
-    apply_to_store(s1.spec, half, table=s1.table, gamma=GAMMA)
+    apply_to_store(s1.spec, half, table=s1.table)
     s2 = clone(s1, base / "S2")
-    apply_to_store(s2.spec, full, table=s2.table, gamma=GAMMA)
+    apply_to_store(s2.spec, full, table=s2.table)
     states = {"S0": s0, "S1": s1, "S2": s2}
-    matrices = {k: matrix_of(t, raw_vectors(t)) for k, t in states.items()}
+    matrices = {k: t.matrix() for k, t in states.items()}
     assert not np.array_equal(matrices["S1"], matrices["S0"])
     assert not np.array_equal(matrices["S2"], matrices["S1"])
     return World(states, matrices, half, full)
@@ -139,7 +117,7 @@ def run_and_kill(scenario: Scenario, world: World) -> Scenario:
     random_kill = scenario.point.startswith("random:")
     env = dict(os.environ, NUDGEKIT_FAULT="?" if random_kill else scenario.point)
     proc = subprocess.Popen(
-        [*args, str(GAMMA)],
+        args,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -174,13 +152,13 @@ def check(scenario: Scenario, world: World) -> str:
             f"{scenario.point} did not kill the process:\n{scenario.stderr}"
         )
 
-    if target.kind != "qdrant":
+    if target.kind.name != "qdrant":
         # as the store's own client sees it, before nudgekit touches anything
-        raw = matrix_of(target, raw_vectors(target))
+        raw = target.matrix()
         assert np.array_equal(raw, m[old]) or np.array_equal(raw, m[new])
-    with target.open() as store:
+    with target.open() as store, store.lock():
         store.recover()  # what every nudgekit command does first
-    found = matrix_of(target, raw_vectors(target))
+    found = target.matrix()
     at = "old" if np.array_equal(found, m[old]) else "new"
     assert np.array_equal(found, m[old] if at == "old" else m[new]), "neither old nor new"
     assert all(r["status"] != "pending" for r in store_history(target.spec, table=target.table))
@@ -193,10 +171,10 @@ def check(scenario: Scenario, world: World) -> str:
             rollback_store(target.spec, table=target.table)
     else:
         rollback_store(target.spec, table=target.table)
-        assert np.array_equal(matrix_of(target, raw_vectors(target)), m[back])
+        assert np.array_equal(target.matrix(), m[back])
     # and a new apply lands exactly where an uninterrupted one does
-    apply_to_store(target.spec, world.full, table=target.table, gamma=GAMMA)
-    assert np.array_equal(matrix_of(target, raw_vectors(target)), m["S2"])
+    apply_to_store(target.spec, world.full, table=target.table)
+    assert np.array_equal(target.matrix(), m["S2"])
     return at
 
 
@@ -205,17 +183,17 @@ def scratch(tmp_path):
     yield from scratch_dir(tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["lancedb", "qdrant", "faiss"])
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_a_killed_apply_or_rollback_leaves_the_old_or_the_new_state(kind, scratch):
     world = make_world(kind, scratch / "world")
     scenarios = []
-    for n, (phase, point) in enumerate(POINTS[kind]):
+    for n, (phase, point) in enumerate(points(kind)):
         start = world.states[PHASE[phase][0]]
         scenarios.append(Scenario(phase, point, clone(start, scratch / f"case{n}")))
-    after, count, within = RANDOM[kind]
-    for k in range(count):
+    for k in range(3):
         start = clone(world.states["S1"], scratch / f"random{k}")
-        scenarios.append(Scenario("second", f"random:{after}", start, seed=k, within=within))
+        random_point = f"random:{kind}.pending"
+        scenarios.append(Scenario("second", random_point, start, seed=k, within=RANDOM[kind]))
 
     # the subprocesses mostly wait on imports and disk: run a few more than there are CPUs
     with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as pool:
@@ -224,16 +202,10 @@ def test_a_killed_apply_or_rollback_leaves_the_old_or_the_new_state(kind, scratc
     found = {f"{s.phase}@{s.point}#{s.seed}": check(s, world) for s in done}
     if os.environ.get("NUDGEKIT_CRASH_REPORT"):
         print({k: (v, s.returncode) for (k, v), s in zip(found.items(), done, strict=True)})
-    # the named steps before the commit leave the old state, those after it the new one
+    # a kill before the journal is complete leaves the old state, any later one the new
+    before = {p.format(kind=kind) for p in BEFORE}
     for s in done:
         if s.point.startswith("random:"):
             continue
-        # (Qdrant: every step comes after the journal is complete, so it is replayed)
-        committed = s.point.startswith("qdrant.") or s.point in {
-            "lancedb.committed",
-            "lancedb.tagged-after",
-            "lancedb.restored",
-            "faiss.replaced",
-        }
-        want = "new" if committed else "old"
+        want = "old" if s.point in before else "new"
         assert found[f"{s.phase}@{s.point}#{s.seed}"] == want, (s.phase, s.point)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from nudgekit.cli._app import METHOD_HELP, Quiet, app, err, fail, out, progress_bar
@@ -15,11 +16,14 @@ from nudgekit.cli._app import METHOD_HELP, Quiet, app, err, fail, out, progress_
 Store = Annotated[
     str,
     typer.Option(
-        "--store", help="lancedb:PATH (database dir), qdrant:PATH (local mode), faiss:PATH."
+        "--store",
+        help="lancedb:PATH (database dir), qdrant:PATH (local mode), faiss:PATH, "
+        "chroma:PATH (persistent dir), postgresql://USER@HOST/DB (pgvector).",
     ),
 ]
 TableName = Annotated[
-    str | None, typer.Option("--table", help="Table (LanceDB) or collection (Qdrant).")
+    str | None,
+    typer.Option("--table", help="Table (LanceDB, PostgreSQL) or collection (Qdrant, Chroma)."),
 ]
 IdColumn = Annotated[
     str | None, typer.Option("--id-column", help="LanceDB id column (default: id).")
@@ -68,6 +72,14 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Compute and report; write nothing.")
     ] = False,
+    reindex: Annotated[
+        bool,
+        typer.Option(
+            "--reindex/--no-reindex",
+            help="Bring the store's vector index up to date after the write (LanceDB: "
+            "table.optimize()); --no-reindex leaves it to you and says how.",
+        ),
+    ] = True,
     device: Annotated[
         str | None, typer.Option(help="cpu (numpy, default), torch, cuda, cuda:N ...")
     ] = None,
@@ -93,6 +105,7 @@ def apply(
                 force_model=force_model,
                 device=device,
                 dry_run=dry_run,
+                reindex=reindex,
                 progress=progress,
             )
     except _ERRORS as error:
@@ -101,20 +114,31 @@ def apply(
         sys.stdout.write(json.dumps(report) + "\n")
         return
     for line in _recovered_lines(report["recovered"]):
-        _say(line)
+        _note(line)
     for warning in report["warnings"]:
-        _say(f"warning: {warning}")
+        _note(f"warning: {warning}")
     if not quiet:
-        done = "would write" if dry_run else "wrote"
-        versions = (
-            "" if dry_run else f", version {report['version_before']} → {report['version_after']}"
-        )
+        if dry_run:
+            done = f"would write {report['n_written']:,} rows"
+        elif not report["recorded"]:
+            done = "the store already holds this fit: nothing written, nothing recorded"
+        else:
+            done = (
+                f"wrote {report['n_written']:,} rows ({report['n_reverted']:,} back to their "
+                f"original, {report['n_new_originals']:,} originals newly kept"
+                + (
+                    f", {report['n_skipped']:,} changed meanwhile, left alone"
+                    if report.get("n_skipped")
+                    else ""
+                )
+                + f"), apply #{report['seq']}"
+            )
         _say(
             f"{report['method']}: γ = {report['gamma']:.6g}, {report['n_changed']:,} of "
-            f"{report['n_records']:,} records nudged; {done} {report['n_written']:,} rows "
-            f"({report['n_reverted']:,} back to their original, {report['n_new_originals']:,} "
-            f"originals newly kept){versions} — {report['store']}"
+            f"{report['n_records']:,} records nudged; {done} — {report['store']}"
         )
+        if report.get("index"):
+            _say(report["index"])
     if report["test_before"] is not None:
         result = Table(title=f"test split ({report['n_test_queries']} queries), store vectors")
         for name in ("metric", "before", "after"):
@@ -131,19 +155,30 @@ def rollback(
     table: TableName = None,
     id_column: IdColumn = None,
     vector_column: VectorColumn = None,
-    force: Annotated[
-        bool,
-        typer.Option("--force", help="LanceDB: restore even if others wrote since the apply."),
-    ] = False,
+    to_version: Annotated[
+        int | None,
+        typer.Option(
+            "--to-version",
+            help="LanceDB: restore this table version exactly instead (discards every "
+            "later change, yours included).",
+        ),
+    ] = None,
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
-    """Undo the last apply: the store goes back to its state before it (as a new version)."""
+    """Undo the last apply, row by row: rows it wrote get back what they held before.
+
+    Rows added, deleted or re-embedded since the apply are left as they are.
+    """
     from nudgekit.workflows.apply import rollback_store
 
     try:
         record = rollback_store(
-            store, table=table, id_column=id_column, vector_column=vector_column, force=force
+            store,
+            table=table,
+            id_column=id_column,
+            vector_column=vector_column,
+            to_version=to_version,
         )
     except _ERRORS as error:
         fail(error)
@@ -151,22 +186,26 @@ def rollback(
         sys.stdout.write(json.dumps(record) + "\n")
         return
     for line in _recovered_lines(record["recovered"]):
-        _say(line)
-    if not quiet:
-        restored = (
-            f", {record['n_restored']:,} rows restored"
-            + (
-                f" ({record['n_skipped']:,} changed since, left alone)"
-                if record["n_skipped"]
-                else ""
-            )
-            if "n_restored" in record
-            else ""
-        )
+        _note(line)
+    if quiet:
+        return
+    if record["kind"] == "restore":
         _say(
-            f"rolled back apply #{record['rolled_back_seq']}: version {record['version_before']} "
-            f"→ {record['version_after']}{restored} — {record['store']}"
+            f"restored version {record['restored_version']} as version "
+            f"{record['version_after']} — {record['store']}"
         )
+        return
+    left = [
+        f"{record[key]:,} {what}"
+        for key, what in (("n_changed_since", "re-embedded since"), ("n_deleted_since", "deleted"))
+        if record.get(key)
+    ]
+    _say(
+        f"rolled back apply #{record['rolled_back_seq']}: {record['n_restored']:,} rows "
+        "restored"
+        + (f" ({', '.join(left)}: left as they are)" if left else "")
+        + f" — {record['store']}"
+    )
 
 
 @app.command()
@@ -197,9 +236,14 @@ def history(
         listing.add_column(name, justify="right" if name in ("#", "γ", "written") else "left")
     for r in records:
         apply_ = r["kind"] == "apply"
+        event = {
+            "apply": "apply",
+            "rollback": f"rollback of #{r.get('rolled_back_seq')}",
+            "restore": f"restore of version {r.get('restored_version')}",
+        }.get(r["kind"], r["kind"])
         listing.add_row(
             str(r["seq"]),
-            "apply" if apply_ else f"rollback of #{r['rolled_back_seq']}",
+            event,
             r["status"],
             r["created"][:19].replace("T", " "),
             r.get("method", "") if apply_ else "",
@@ -208,20 +252,19 @@ def history(
             f"{r.get('version_before', '')} → {r.get('version_after', '?')}",
             str(r.get("model") or "") if apply_ else "",
         )
-    out.print(listing)
+    # piped: no terminal to fit, so never truncate (rich would assume 80 columns)
+    (out if out.is_terminal else Console(width=240)).print(listing)
 
 
 def _recovered_lines(records: list[dict[str, Any]]) -> list[str]:
-    return [
-        f"recovered an interrupted {r['kind']} (#{r['seq']}): "
-        + (
-            "completed"
-            if r["status"] in ("done", "rolled back")
-            else "discarded, nothing had changed"
-        )
-        for r in records
-    ]
+    return [f"recovered an interrupted {r['kind']} (#{r['seq']}): completed" for r in records]
 
 
 def _say(text: str) -> None:
+    """A result line: on stdout, where a script piping the command expects it."""
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _note(text: str) -> None:
+    """A warning or what recovery did: on stderr."""
     err.print(text, highlight=False, markup=False, soft_wrap=True)

@@ -16,7 +16,7 @@ import numpy as np
 
 from nudgekit.core import ArraySource, BlockSource, checked_rows
 
-__all__ = ["block_rows_for", "search", "search_source"]
+__all__ = ["TopK", "block_rows_for", "search", "search_source"]
 
 # Padding for ragged candidate lists: ranks after every real entry, ties included.
 _PAD_SCORE = np.float32(-np.inf)
@@ -120,35 +120,55 @@ def search_source(
         )
     if not np.isfinite(queries).all():
         raise ValueError("queries: contain NaN or infinite values")
-    k = min(positive_int(k, "k"), source.n_records)
-    n_queries = queries.shape[0]
-    top_scores = np.empty((n_queries, 0), dtype=np.float32)
-    top_indices = np.empty((n_queries, 0), dtype=np.int64)
-    for block in source.blocks(block_rows_for(n_queries, block_size)):
-        start = block.start
+    top = TopK(queries, min(positive_int(k, "k"), source.n_records))
+    for block in source.blocks(block_rows_for(queries.shape[0], block_size)):
         rows, _ = checked_rows(block, source, allow_zero=allow_zero)
-        scores = queries @ rows.T
+        top.add(rows, block.start)
+        if progress is not None:
+            progress(block.start + len(rows))
+    return top.result()
+
+
+class TopK:
+    """Each query's ``k`` best rows so far (score desc, row asc), fed block by block.
+
+    Lets one read of a corpus feed several searches (the same queries against the corpus
+    before and after a write, say); :func:`search_source` is one of these.
+    """
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.queries = _as_matrix(queries, "queries")
+        self.k = positive_int(k, "k")
+        n = self.queries.shape[0]
+        self.scores = np.empty((n, 0), dtype=np.float32)
+        self.indices = np.empty((n, 0), dtype=np.int64)
+
+    def add(self, rows: np.ndarray, start: int) -> None:
+        """Fold in checked float32 ``rows`` that are corpus rows ``start, start + 1, ...``
+        (blocks must come in corpus order: a later row loses ties)."""
+        k = self.k
+        scores = self.queries @ rows.T
         candidates = None
-        if top_scores.shape[1] == k:
+        if self.scores.shape[1] == k:
             # Every row of this block comes after the running top-k, so it loses ties and
             # only scores strictly above the running k-th best can enter.
-            candidates = _above(scores, top_scores.min(axis=1), start)
+            candidates = _above(scores, self.scores.min(axis=1), start)
         if candidates is None:
             ids = np.arange(start, start + len(rows), dtype=np.int64)
             candidates = _top_k(scores, ids, k)
-        top_scores, top_indices = _top_k(
-            np.concatenate([top_scores, candidates[0]], axis=1),
-            np.concatenate([top_indices, candidates[1]], axis=1),
+        self.scores, self.indices = _top_k(
+            np.concatenate([self.scores, candidates[0]], axis=1),
+            np.concatenate([self.indices, candidates[1]], axis=1),
             k,
         )
-        if progress is not None:
-            progress(start + len(rows))
 
-    order = np.lexsort((top_indices, -top_scores), axis=-1)
-    return (
-        np.take_along_axis(top_scores, order, axis=1),
-        np.take_along_axis(top_indices, order, axis=1),
-    )
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, indices)``, each row sorted by score desc, then row asc."""
+        order = np.lexsort((self.indices, -self.scores), axis=-1)
+        return (
+            np.take_along_axis(self.scores, order, axis=1),
+            np.take_along_axis(self.indices, order, axis=1),
+        )
 
 
 def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,10 +5,14 @@ A store is named ``kind:PATH``:
 - ``lancedb:PATH`` — a LanceDB database directory, with a table name (the default store);
 - ``qdrant:PATH`` — a Qdrant local-mode directory (``QdrantClient(path=PATH)``), with a
   collection name;
-- ``faiss:PATH`` — a FAISS index file (``IndexIDMap`` over a flat index).
+- ``faiss:PATH`` — a FAISS index file (``IndexIDMap`` over a flat index);
+- ``chroma:PATH`` — a Chroma ``PersistentClient`` directory, with a collection name;
+- ``postgresql://…`` or ``pgvector:DSN`` — a PostgreSQL table with a pgvector column.
 
-Each adapter is one small module implementing :class:`VectorStore`; the store libraries are
-imported only when a store of that kind is opened.
+Each adapter is one small module that only reads and writes vectors; bookkeeping, the write
+protocol, history, locking and rollback are :class:`VectorStore`'s, written once
+(:mod:`.base`, :mod:`.ledger`). The store libraries are imported only when a store of that
+kind is opened.
 """
 
 from __future__ import annotations
@@ -26,23 +30,29 @@ from nudgekit.stores.base import (
     VectorStore,
     digest,
 )
+from nudgekit.stores.ledger import LedgerError
 
 #: kind → "module:class", imported on first use.
 KINDS = {
     "lancedb": "nudgekit.stores.lancedb:LanceDBStore",
     "qdrant": "nudgekit.stores.qdrant:QdrantStore",
     "faiss": "nudgekit.stores.faiss:FaissStore",
+    "chroma": "nudgekit.stores.chroma:ChromaStore",
+    "pgvector": "nudgekit.stores.pgvector:PgvectorStore",
 }
 
 
 def parse_spec(spec: str | os.PathLike[str]) -> tuple[str, str]:
     """Split ``"kind:PATH"`` into its kind and path; raise a clear error otherwise."""
     text = os.fspath(spec)
+    if text.startswith(("postgresql://", "postgres://")):
+        return "pgvector", text  # a DSN as PostgreSQL clients write it
     kind, sep, path = text.partition(":")
     if not sep or kind not in KINDS or not path:
         raise StoreError(
-            f"--store {text!r}: expected lancedb:PATH, qdrant:PATH or faiss:PATH "
-            "(a LanceDB database directory, a Qdrant local-mode directory, a FAISS index file)"
+            f"--store {text!r}: expected lancedb:PATH, qdrant:PATH, faiss:PATH, chroma:PATH or "
+            "postgresql://USER@HOST/DB (a LanceDB database directory, a Qdrant local-mode "
+            "directory, a FAISS index file, a Chroma persistent directory, a PostgreSQL DSN)"
         )
     return kind, path
 
@@ -95,6 +105,7 @@ __all__ = [
     "KINDS",
     "METRICS",
     "Changes",
+    "LedgerError",
     "MetricInfo",
     "RowBatch",
     "StoreError",

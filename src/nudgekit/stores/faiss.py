@@ -5,42 +5,31 @@ decimal (``"42"``); map string ids to integers before building the index. Positi
 a plain index are not stable ids (they shift on removal), which is why an ``IndexIDMap``
 is required.
 
-The index file has no room for anything else, so nudgekit keeps its files in a sidecar
-directory ``PATH.nudgekit/`` (see :mod:`nudgekit.stores.sidecar`): per-row originals and
-digests, each apply's undo rows, the history. An apply rewrites the changed ids in memory
-(``remove_ids`` then ``add_with_ids``), writes the whole index to a temporary file and
-``os.replace``-s it over ``PATH`` — the commit point. The sidecar state that goes with the
-new index is written *before* that rename as ``pending.json`` (with the new file's SHA-256)
-and promoted after it; recovery promotes it if ``PATH`` has that hash, else drops it.
+The index file has no room for anything else: the ledger is the directory
+``PATH.nudgekit/`` (:mod:`nudgekit.stores.ledger`). A write rewrites the changed ids in
+memory (``remove_ids``, then ``add_with_ids``) and replaces ``PATH`` with the whole new
+index in one rename (:meth:`FaissStore.flush`): readers of the file see the old index or
+the new one. The writer lock is a ``flock`` on ``PATH.nudgekit/lock``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from nudgekit.io.atomic import fsync_dir
+from nudgekit.io.atomic import atomic_file
 from nudgekit.stores.base import (
-    Changes,
     MetricInfo,
     ProgressCallback,
     RowBatch,
     StoreError,
     VectorStore,
     checkpoint,
-    digest,
-    new_id,
-    next_seq,
-    now,
-    rollback_target,
 )
-from nudgekit.stores.sidecar import Rows, Sidecar
-
-_TMP = "index.partial"
+from nudgekit.stores.ledger import DirectoryFiles, Ledger
 
 
 class FaissStore(VectorStore):
@@ -80,8 +69,10 @@ class FaissStore(VectorStore):
             )
         if not self.location.is_file():
             raise StoreError(f"no FAISS index file at {self.location}")
-        self.sidecar = Sidecar(self.location.with_name(self.location.name + ".nudgekit"))
         self._load()
+        self.ledger = Ledger(
+            DirectoryFiles(self.location.with_name(self.location.name + ".nudgekit")), self.dim
+        )
 
     def _load(self) -> None:
         faiss = self._faiss
@@ -103,6 +94,8 @@ class FaissStore(VectorStore):
             )
         self.index, self.inner = index, inner
         self._ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        self._order = np.argsort(self._ids, kind="stable")
+        self._dirty = False
 
     @property
     def dim(self) -> int:
@@ -113,22 +106,27 @@ class FaissStore(VectorStore):
         return int(self.index.ntotal)
 
     def read(self, batch_size: int = 65536) -> Iterator[RowBatch]:
-        rows = self.sidecar.load_rows(self.sidecar.state()["rows"], self.dim)
-        where = rows.index()
-        n, d = self.count(), self.dim
+        n = self.count()
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             keys = self._ids[start:stop].tolist()
-            ids = [str(k) for k in keys]
             vectors = np.asarray(self.inner.reconstruct_n(start, stop - start), dtype=np.float32)
-            pos = np.array([where.get(i, -1) for i in ids], dtype=np.int64)
-            has = pos >= 0
-            originals = np.zeros((len(ids), d), dtype=np.float32)
-            digests = np.zeros(len(ids), dtype=np.int64)
-            if has.any() and rows.originals is not None:
-                originals[has] = rows.originals[pos[has]]
-                digests[has] = rows.digests[pos[has]]
-            yield RowBatch(ids, keys, vectors, originals, has, digests)
+            yield RowBatch([str(k) for k in keys], keys, vectors)
+
+    def current(self, keys: list[Any]) -> dict[str, np.ndarray]:
+        wanted = np.asarray(keys, dtype=np.int64)
+        if not len(wanted) or not len(self._ids):
+            return {}
+        sorted_ids = self._ids[self._order]
+        at = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
+        found = sorted_ids[at] == wanted
+        positions = self._order[at[found]]
+        vectors = (
+            np.stack([self.inner.reconstruct(int(p)) for p in positions])
+            if len(positions)
+            else np.empty((0, self.dim), np.float32)
+        )
+        return {str(k): v for k, v in zip(wanted[found].tolist(), vectors, strict=True)}
 
     def metric(self) -> MetricInfo:
         faiss = self._faiss
@@ -136,175 +134,29 @@ class FaissStore(VectorStore):
         metric = int(self.index.metric_type)
         return MetricInfo(names.get(metric, f"faiss metric {metric}"), "the index's metric_type")
 
-    def history(self) -> list[dict[str, Any]]:
-        history = list(self.sidecar.state()["history"])
-        pending = self.sidecar.pending()
-        if pending is not None and pending["generation"] > self.sidecar.state()["generation"]:
-            history.append(dict(pending["record"], status="pending"))
-        return history
-
     # -- writing ---------------------------------------------------------------------------
-    def write(
-        self, changes: Changes, record: dict[str, Any], progress: ProgressCallback | None = None
-    ) -> dict[str, Any]:
-        state = self.sidecar.state()
-        g = state["generation"] + 1
-        record = dict(record, seq=next_seq(state["history"]), status="done")
-        if not len(changes):
-            g -= 1  # nothing written: same generation, one more record
-            record.update(version_before=g, version_after=g)
-            self.sidecar.finish(dict(state, history=[*state["history"], record]))
-            return record
-        present = {str(i) for i in self._ids.tolist()}
-        rows = (
-            self.sidecar.load_rows(state["rows"], self.dim)
-            .restricted(present)
-            .updated(changes.ids, changes.digests, changes.originals)
-        )
-        undo = self.sidecar.save(
-            f"undo-{g}.npz", ids=np.asarray(changes.ids, dtype=str), before=changes.before
-        )
-        record.update(
-            version_before=g - 1,
-            version_after=g,
-            rows=f"rows-{g}.npz",
-            rows_before=state["rows"],
-            undo=undo,
-        )
-        self._commit(
-            g, np.asarray(changes.keys, dtype=np.int64), changes.vectors, rows, record, state
-        )
-        if progress is not None:
-            progress("write", len(changes), len(changes))
-        return record
-
-    def rollback(self, *, force: bool = False) -> dict[str, Any]:
-        state = self.sidecar.state()
-        target = rollback_target(state["history"])
-        if target is None:
-            raise ValueError(f"nothing to roll back: {self.spec} has no apply left to undo")
-        position = {str(k): p for p, k in enumerate(self._ids.tolist())}
-        ids, before, n_skipped = self._undo_rows(target, position)
-        g = state["generation"] + 1
-        record = {
-            "id": new_id(),
-            "seq": next_seq(state["history"]),
-            "kind": "rollback",
-            "status": "done",
-            "created": now(),
-            "rolled_back": target["id"],
-            "rolled_back_seq": target["seq"],
-            "n_restored": len(ids),
-            "n_skipped": n_skipped,
-            "version_before": g - 1,
-            "version_after": g,
-            "rows": f"rows-{g}.npz",
-        }
-        history = [
-            dict(r, status="rolled back") if r["id"] == target["id"] else r
-            for r in state["history"]
-        ]
-        if not target.get("undo"):  # the apply wrote nothing: nothing to write back
-            record.update(version_after=g - 1, rows=state["rows"])
-            self.sidecar.finish(dict(state, history=[*history, record]))
-            return record
-        rows = self.sidecar.load_rows(target["rows_before"], self.dim).restricted(set(position))
-        self._commit(
-            g,
-            np.asarray([int(i) for i in ids], dtype=np.int64),
-            before,
-            rows,
-            record,
-            dict(state, history=history),
-        )
-        return record
-
-    def _undo_rows(
-        self, target: dict[str, Any], position: dict[str, int]
-    ) -> tuple[list[str], np.ndarray, int]:
-        """The rows an apply wrote that still hold what it wrote, and what they held before."""
-        if not target.get("undo"):
-            return [], np.empty((0, self.dim), dtype=np.float32), 0
-        undo = self.sidecar.load(target["undo"])
-        written = self.sidecar.load_rows(target["rows"], self.dim)
-        wrote = dict(zip(written.ids, written.digests.tolist(), strict=True))
-        keep: list[int] = []
-        for k, i in enumerate(undo["ids"].tolist()):
-            p = position.get(i)
-            # rows edited (or deleted) since the apply are left alone
-            if p is not None and int(digest(self.inner.reconstruct(p)[None])[0]) == wrote.get(i):
-                keep.append(k)
-        ids = [str(undo["ids"][k]) for k in keep]
-        return ids, undo["before"][keep], len(undo["ids"]) - len(keep)
-
-    def _commit(
-        self,
-        g: int,
-        keys: np.ndarray,
-        vectors: np.ndarray,
-        rows: Rows,
-        record: dict[str, Any],
-        state: dict[str, Any],
+    def write_vectors(
+        self, keys: list[Any], vectors: np.ndarray, progress: ProgressCallback | None = None
     ) -> None:
-        self.sidecar.save_rows(f"rows-{g}.npz", rows)
-        checkpoint("faiss.sidecar-files")
+        ids = np.asarray(keys, dtype=np.int64)
         try:
-            if len(keys):
-                self.index.remove_ids(keys)
-                self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), keys)
-            data = self._faiss.serialize_index(self.index).tobytes()
+            self.index.remove_ids(ids)
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         except BaseException:
             self._load()  # the in-memory index is half-changed: back to the file
             raise
-        tmp = self.sidecar.root / _TMP
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        checkpoint("faiss.tmp-written")
-        new_state = dict(
-            state, generation=g, rows=f"rows-{g}.npz", history=[*state["history"], record]
-        )
-        self.sidecar.begin(
-            {
-                "generation": g,
-                "index_sha256": hashlib.sha256(data).hexdigest(),
-                "record": record,
-                "state": new_state,
-            }
-        )
-        checkpoint("faiss.pending")
-        os.replace(tmp, self.location)  # THE commit
-        fsync_dir(self.location.parent)
-        checkpoint("faiss.replaced")
-        self.sidecar.finish(new_state)
         self._ids = self._faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        self._order = np.argsort(self._ids, kind="stable")
+        self._dirty = True
+        if progress is not None:
+            progress("write", len(ids), len(ids))
 
-    def recover(self) -> list[dict[str, Any]]:
-        (self.sidecar.root / _TMP).unlink(missing_ok=True)
-        pending = self.sidecar.pending()
-        if pending is None:
-            return []
-        state = self.sidecar.state()
-        if pending["generation"] <= state["generation"]:
-            self.sidecar.discard()  # committed already; only the clean-up was missed
-            return []
-        if _sha256(self.location) == pending["index_sha256"]:
-            record = dict(pending["record"], recovered=True)
-            new_state = pending["state"]
-            new_state["history"][-1] = record
-            self.sidecar.finish(new_state)  # the rename happened: the new state is in force
-        else:
-            record = dict(pending["record"], status="abandoned")
-            history = [*state["history"], record]
-            self.sidecar.finish(dict(state, history=history))
-        self._load()
-        return [record]
-
-
-def _sha256(path: os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    def flush(self) -> None:
+        """Replace the index file with the index in memory: one rename, the commit point."""
+        if not self._dirty:
+            return
+        data = self._faiss.serialize_index(self.index)
+        with atomic_file(self.location, durable=True) as f:
+            f.write(memoryview(data))
+            checkpoint("faiss.tmp-written")
+        self._dirty = False

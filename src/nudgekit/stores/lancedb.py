@@ -1,20 +1,16 @@
 """LanceDB (embedded): ``lancedb:PATH`` with ``--table T``.
 
-Bookkeeping lives in three nullable columns of the table itself, written in the same
-``merge_insert`` commit as the new vectors, so one Lance commit (one new manifest) carries
-both or neither:
+Only the values of the vector column of changed rows change: one
+``merge_insert(id).when_matched_update_all()`` of ``(id, vector)`` — one Lance commit, so
+readers see all the new vectors or none; other columns, the schema and the table's index
+stay as they were. Rows a write rewrites leave the vector index until it is updated;
+LanceDB's default search still finds them (it searches unindexed rows exactly), and
+:meth:`LanceDBStore.after_write` runs ``table.optimize()`` to fold them back in.
 
-- ``nudgekit_original`` — fixed-size list like the vector: the pre-trained vector, filled the
-  first time nudgekit rewrites the row;
-- ``nudgekit_digest`` — int64: digest of the vector nudgekit last wrote there;
-- ``nudgekit_apply`` — string: id of the apply that last wrote the row. It makes a commit
-  recognisable, which is how recovery tells a committed apply from one that never was.
-
-Applies and rollbacks are recorded in a small ``nudgekit_applies`` table of the same
-database (one row per event, the full record as JSON). A record is written as ``pending``
-*before* the data commit and completed after it; each apply tags the version before it
-(``nudgekit-<seq>-before``, which also keeps it safe from ``cleanup_old_versions``) and the
-version it made (``nudgekit-<seq>``).
+The ledger (originals, digests, history) is the directory ``PATH/.nudgekit/<table>/``:
+LanceDB lists only ``*.lance`` directories as tables, so no search, listing or schema
+ever sees it. Every write is a table version: ``rollback --to-version`` restores one
+exactly, as an explicit option.
 """
 
 from __future__ import annotations
@@ -27,23 +23,17 @@ from typing import Any
 import numpy as np
 
 from nudgekit.stores.base import (
-    Changes,
     MetricInfo,
     ProgressCallback,
     RowBatch,
     StoreError,
     VectorStore,
-    checkpoint,
-    new_id,
-    next_seq,
-    now,
-    rollback_target,
 )
+from nudgekit.stores.ledger import DirectoryFiles, Ledger
 
-ORIGINAL = "nudgekit_original"
-DIGEST = "nudgekit_digest"
-APPLY = "nudgekit_apply"
-APPLIES_TABLE = "nudgekit_applies"
+#: Columns and table of nudgekit 0.1, which kept its bookkeeping inside the user's table.
+LEGACY_COLUMNS = ("nudgekit_original", "nudgekit_digest", "nudgekit_apply")
+LEGACY_TABLE = "nudgekit_applies"
 
 
 class LanceDBStore(VectorStore):
@@ -82,22 +72,22 @@ class LanceDBStore(VectorStore):
         self._pa = pa
         if not table:
             raise StoreError("lancedb stores need --table (the table name)")
-        if table == APPLIES_TABLE:
-            raise StoreError(f"{APPLIES_TABLE!r} is nudgekit's own record table, not a data table")
         if not self.location.is_dir():
             raise StoreError(f"no LanceDB database at {self.location} (not a directory)")
         self.db = lancedb.connect(str(self.location))
         names = self._table_names()
         if table not in names:
-            listed = ", ".join(sorted(n for n in names if n != APPLIES_TABLE)) or "none"
+            listed = ", ".join(sorted(n for n in names if n != LEGACY_TABLE)) or "none"
             raise StoreError(
                 f"table {table!r} not found in lancedb:{self.location} (tables: {listed})"
             )
         self.tbl = self.db.open_table(table)
-        self.id_column = id_column or "id"
-        self.vector_column = vector_column or "vector"
+        files = DirectoryFiles(self.location / ".nudgekit" / table)
+        recorded = Ledger(files, 0).settings()
+        self.id_column = id_column or recorded.get("id_column") or "id"
+        self.vector_column = vector_column or recorded.get("vector_column") or "vector"
         self._check_schema()
-        self._read_version: int | None = None
+        self.ledger = Ledger(files, self._dim)
 
     # -- schema ----------------------------------------------------------------------------
     def _table_names(self) -> list[str]:
@@ -137,17 +127,14 @@ class LanceDBStore(VectorStore):
             )
         self._dim = int(vtype.list_size)
         self._dtype = np.dtype(vtype.value_type.to_pandas_dtype())
-        if ORIGINAL in schema.names:
-            otype = schema.field(ORIGINAL).type
-            if not pa.types.is_fixed_size_list(otype) or otype.list_size != self._dim:
-                raise StoreError(
-                    f"column {ORIGINAL!r} has type {otype}, which does not fit vectors of "
-                    f"{self._dim} values (was the table re-embedded with another model? "
-                    f"drop the nudgekit_* columns to start afresh)"
-                )
-
-    def _has(self, column: str) -> bool:
-        return column in self.tbl.schema.names
+        legacy = [c for c in LEGACY_COLUMNS if c in schema.names]
+        if legacy:
+            raise StoreError(
+                f"table {self.table!r} holds the bookkeeping columns of nudgekit 0.1 "
+                f"({', '.join(legacy)}); this version keeps originals outside your table. "
+                "Roll back with nudgekit 0.1, or drop them: "
+                f"table.drop_columns({legacy!r})"
+            )
 
     @property
     def dim(self) -> int:
@@ -162,32 +149,43 @@ class LanceDBStore(VectorStore):
         return int(self.tbl.count_rows())
 
     def read(self, batch_size: int = 65536) -> Iterator[RowBatch]:
-        self._read_version = int(self.tbl.version)
-        kept = self._has(ORIGINAL) and self._has(DIGEST)
-        columns = [self.id_column, self.vector_column] + ([ORIGINAL, DIGEST] if kept else [])
+        columns = [self.id_column, self.vector_column]
         reader = self.tbl.search().select(columns).limit(None).to_batches(batch_size)
         for batch in reader:
-            ids_arr = batch.column(self.id_column)
-            if ids_arr.null_count:
-                raise StoreError(f"table {self.table!r}: a row has a null id")
-            keys = ids_arr.to_pylist()
-            ids = [str(k) for k in keys]
-            vec = batch.column(self.vector_column)
-            if vec.null_count:
-                row = int(np.flatnonzero(~np.asarray(vec.is_valid()))[0])
-                raise StoreError(f"table {self.table!r}: row id {ids[row]!r} has no vector (null)")
-            vectors = _fsl_to_numpy(vec, self._dim)
-            n = len(ids)
-            if kept:
-                orig = batch.column(ORIGINAL)
-                has = np.asarray(orig.is_valid()).astype(bool)
-                originals = _fsl_to_numpy(orig, self._dim)
-                digests = np.asarray(batch.column(DIGEST).fill_null(0), dtype=np.int64)
-            else:
-                has = np.zeros(n, dtype=bool)
-                originals = np.zeros((n, self._dim), dtype=np.float32)
-                digests = np.zeros(n, dtype=np.int64)
-            yield RowBatch(ids, keys, vectors, originals, has, digests)
+            yield self._batch(batch)
+
+    def _batch(self, batch: Any) -> RowBatch:
+        ids_arr = batch.column(self.id_column)
+        if ids_arr.null_count:
+            raise StoreError(f"table {self.table!r}: a row has a null id")
+        keys = ids_arr.to_pylist()
+        ids = [str(k) for k in keys]
+        vec = batch.column(self.vector_column)
+        if vec.null_count:
+            row = int(np.flatnonzero(~np.asarray(vec.is_valid()))[0])
+            raise StoreError(f"table {self.table!r}: row id {ids[row]!r} has no vector (null)")
+        return RowBatch(ids, keys, _fsl_to_numpy(vec, self._dim))
+
+    def current(self, keys: list[Any]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        self.tbl.checkout_latest()
+        for start in range(0, len(keys), 4096):
+            chunk = keys[start : start + 4096]
+            where = f"{_sql_name(self.id_column)} IN ({', '.join(_sql(k) for k in chunk)})"
+            table = (
+                self.tbl.search()
+                .where(where)
+                .select([self.id_column, self.vector_column])
+                .limit(None)
+                .to_arrow()
+            )
+            for batch in table.to_batches():
+                rows = self._batch(batch)
+                found.update(zip(rows.ids, rows.vectors, strict=True))
+        return found
+
+    def columns(self) -> dict[str, Any]:
+        return {"id_column": self.id_column, "vector_column": self.vector_column}
 
     def metric(self) -> MetricInfo:
         for index in self.tbl.list_indices():
@@ -217,214 +215,78 @@ class LanceDBStore(VectorStore):
                     return str(found) if found else None
         return None
 
-    # -- records ---------------------------------------------------------------------------
-    def history(self) -> list[dict[str, Any]]:
-        if APPLIES_TABLE not in self._table_names():
-            return []
-        applies = self.db.open_table(APPLIES_TABLE)
-        rows = applies.search().where(f"target_table = {_sql(self.table)}").limit(None).to_list()
-        records = []
-        for row in rows:
-            record = json.loads(row["record"])
-            record["status"] = row["status"]
-            records.append(record)
-        return sorted(records, key=lambda r: r["seq"])
-
-    def _save(self, *records: dict[str, Any]) -> None:
-        pa = self._pa
-        data = pa.table(
-            {
-                "target_table": [self.table] * len(records),
-                "id": [r["id"] for r in records],
-                "seq": pa.array([r["seq"] for r in records], pa.int64()),
-                "kind": [r["kind"] for r in records],
-                "status": [r["status"] for r in records],
-                "record": [json.dumps(r) for r in records],
-            }
-        )
-        if APPLIES_TABLE not in self._table_names():
-            try:
-                self.db.create_table(APPLIES_TABLE, data)
-                return
-            except (ValueError, OSError, RuntimeError):
-                pass  # another process created it meanwhile: fall through to the merge
-        applies = self.db.open_table(APPLIES_TABLE)
-        applies.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
-            data
-        )
-
-    def _tag(self, name: str, version: int) -> None:
-        if name in self.tbl.tags.list():
-            self.tbl.tags.update(name, version)
-        else:
-            self.tbl.tags.create(name, version)
-
-    def _untag(self, name: str) -> None:
-        if name in self.tbl.tags.list():
-            self.tbl.tags.delete(name)
-
-    def _rows_of(self, apply_id: str) -> int:
-        """Rows of the table at the current version last written by apply ``apply_id``."""
-        if not self._has(APPLY):
-            return 0
-        return int(self.tbl.count_rows(f"{APPLY} = {_sql(apply_id)}"))
-
-    def _latest(self) -> int:
+    def version(self) -> int:
+        """The table's current version."""
         self.tbl.checkout_latest()
         return int(self.tbl.version)
 
+    def _index(self) -> Any:
+        for index in self.tbl.list_indices():
+            if list(index.columns) == [self.vector_column]:
+                return index
+        return None
+
     # -- writing ---------------------------------------------------------------------------
-    def write(
-        self, changes: Changes, record: dict[str, Any], progress: ProgressCallback | None = None
-    ) -> dict[str, Any]:
+    def write_vectors(
+        self, keys: list[Any], vectors: np.ndarray, progress: ProgressCallback | None = None
+    ) -> None:
         pa = self._pa
-        history = self.history()
-        record = dict(record, seq=next_seq(history), table=self.table)
-        version = self._read_version if self._read_version is not None else int(self.tbl.version)
-        if self._latest() != version:
-            raise StoreError(
-                f"table {self.table!r} changed while nudgekit was computing (version {version} → "
-                f"{self.tbl.version}); nothing was written — run apply again"
-            )
-        if not len(changes):
-            record.update(status="done", version_before=version, version_after=version)
-            self._save(record)
-            return record
-
-        missing = [
-            f
-            for f in (
-                pa.field(ORIGINAL, pa.list_(pa.float32(), self._dim), nullable=True),
-                pa.field(DIGEST, pa.int64(), nullable=True),
-                pa.field(APPLY, pa.string(), nullable=True),
-            )
-            if not self._has(f.name)
-        ]
-        if missing:
-            # a commit of its own, but a harmless one: all-null columns mean "nothing kept"
-            self.tbl.add_columns(missing)
-            checkpoint("lancedb.columns")
-        tags = {"before": f"nudgekit-{record['seq']}-before", "after": f"nudgekit-{record['seq']}"}
-        record.update(status="pending", version_before=version, tags=tags)
-        self._save(record)
-        checkpoint("lancedb.pending")
-        self._tag(tags["before"], version)
-        checkpoint("lancedb.tagged-before")
-
         schema = self.tbl.schema
-        vtype, otype = schema.field(self.vector_column).type, schema.field(ORIGINAL).type
         rows = pa.table(
             {
-                self.id_column: pa.array(changes.keys, type=schema.field(self.id_column).type),
-                self.vector_column: _numpy_to_fsl(pa, changes.vectors, vtype),
-                ORIGINAL: _numpy_to_fsl(pa, changes.originals, otype),
-                DIGEST: pa.array(changes.digests, type=pa.int64()),
-                APPLY: pa.array([record["id"]] * len(changes), type=pa.string()),
+                self.id_column: pa.array(keys, type=schema.field(self.id_column).type),
+                self.vector_column: _numpy_to_fsl(
+                    pa, vectors, schema.field(self.vector_column).type
+                ),
             }
         )
-        # THE commit: new vectors, originals, digests and the apply id, in one manifest.
-        # Only matched rows are updated: a record deleted meanwhile is not brought back.
-        result = self.tbl.merge_insert(self.id_column).when_matched_update_all().execute(rows)
-        checkpoint("lancedb.committed")
-        after = int(getattr(result, "version", 0) or self.tbl.version)
+        # one commit; only matched rows: a record deleted meanwhile is not brought back,
+        # and columns other than the vector keep their values
+        self.tbl.merge_insert(self.id_column).when_matched_update_all().execute(rows)
         if progress is not None:
-            progress("write", len(changes), len(changes))
-        self._tag(tags["after"], after)
-        checkpoint("lancedb.tagged-after")
-        record.update(status="done", version_after=after)
-        self._save(record)
-        return record
+            progress("write", len(keys), len(keys))
 
-    def rollback(self, *, force: bool = False) -> dict[str, Any]:
-        history = self.history()
-        target = rollback_target(history)
-        if target is None:
-            raise ValueError(f"nothing to roll back: {self.spec} has no apply left to undo")
-        latest = self._latest()
-        settled = [r for r in history if r["status"] in ("done", "rolled back")]
-        last = settled[-1]
-        content = last.get("restored_version", last.get("version_after"))
-        if not force and (
-            last.get("version_after") != latest or content != target["version_after"]
-        ):
-            raise ValueError(
-                f"table {self.table!r} changed since apply #{target['seq']} (its version "
-                f"{target['version_after']}, now {latest}); rolling back restores version "
-                f"{target['version_before']} and would discard those changes too — pass "
-                "--force to do it anyway"
+    def after_write(self, reindex: bool) -> str | None:
+        index = self._index()
+        if index is None:
+            return None
+        stats = self.tbl.index_stats(index.name)
+        outside = int(getattr(stats, "num_unindexed_rows", 0) or 0)
+        if not outside:
+            return None
+        if not reindex:
+            return (
+                f"{outside:,} rewritten rows are outside the vector index {index.name!r} "
+                "(LanceDB still finds them, by exact search); fold them in with "
+                f"lancedb.connect({str(self.location)!r}).open_table({self.table!r}).optimize()"
             )
-        record = {
-            "id": new_id(),
-            "seq": next_seq(history),
-            "table": self.table,
-            "kind": "rollback",
-            "status": "pending",
-            "created": now(),
-            "rolled_back": target["id"],
-            "rolled_back_seq": target["seq"],
-            "version_before": latest,
-            "restored_version": target["version_before"],
-            "forced": bool(force),
-        }
-        self._save(record)
-        checkpoint("lancedb.rollback-pending")
-        # restore = a new version whose content is the old one; history stays intact
-        self.tbl.restore(target["version_before"])
-        checkpoint("lancedb.restored")
-        record.update(status="done", version_after=int(self.tbl.version))
-        self._save(record, dict(target, status="rolled back"))
-        return record
+        self.tbl.optimize()
+        return f"vector index {index.name!r} updated (table.optimize())"
 
-    def recover(self) -> list[dict[str, Any]]:
-        touched = []
-        history = self.history()
-        by_id = {r["id"]: r for r in history}
-        for record in history:
-            if record["status"] != "pending":
-                continue
-            latest = self._latest()
-            if record["kind"] == "apply":
-                if self._rows_of(record["id"]) > 0:
-                    after = self._first_version_with(record["id"], record["version_before"] + 1)
-                    self._tag(record["tags"]["after"], after)
-                    record.update(status="done", version_after=after, recovered=True)
-                else:
-                    self._untag(record["tags"]["before"])
-                    record.update(status="abandoned")
-                self._save(record)
-            else:
-                target = by_id.get(record["rolled_back"])
-                done = (
-                    target is not None
-                    and latest > record["version_before"]
-                    and self._rows_of(target["id"]) == 0
-                )
-                if done:
-                    record.update(status="done", version_after=latest, recovered=True)
-                    self._save(record, dict(target, status="rolled back"))  # type: ignore[arg-type]
-                else:
-                    record.update(status="abandoned")
-                    self._save(record)
-            touched.append(record)
-        return touched
+    def restore_version(self, version: int) -> int:
+        """Restore the table to ``version`` exactly, as a new version; returns it.
 
-    def _first_version_with(self, apply_id: str, start: int) -> int:
-        """The version a committed apply made: the first one holding its rows."""
+        Discards every change made since, the user's included: the explicit, whole-table
+        alternative to the row-wise rollback.
+        """
         versions = sorted(int(v["version"]) for v in self.tbl.list_versions())
-        try:
-            for v in versions:
-                if v < start:
-                    continue
-                self.tbl.checkout(v)
-                if self._rows_of(apply_id) > 0:
-                    return v
-        finally:
-            self.tbl.checkout_latest()
-        return int(self.tbl.version)
+        if version not in versions:
+            raise ValueError(
+                f"table {self.table!r} has no version {version} (versions "
+                f"{versions[0]}–{versions[-1]}, older ones cleaned up)"
+            )
+        self.tbl.restore(version)
+        return self.version()
 
 
-def _sql(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def _sql(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _sql_name(column: str) -> str:
+    return "`" + column.replace("`", "``") + "`"
 
 
 def _fsl_to_numpy(arr: Any, dim: int) -> np.ndarray:

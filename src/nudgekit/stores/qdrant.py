@@ -1,20 +1,15 @@
 """Qdrant local mode: ``qdrant:PATH`` (``QdrantClient(path=PATH)``), collection = ``--table``.
 
 The nudged vector is written in place, into the vector the collection is searched by
-(``--vector-column``: the unnamed vector or one named vector), with ``update_vectors``, so
-searches keep working unchanged. The originals are kept in the sidecar (below), and — in a
-collection that already uses named vectors — also in the same ``update_vectors`` call as a
-named vector ``nudgekit_original`` (added with ``create_vector_name``, distance Dot so Qdrant
-stores it unchanged; ``using="nudgekit_original"`` then searches the pre-trained vectors).
-A collection with a single unnamed vector gets no such vector: once a collection has a named
-vector, Qdrant refuses upserts of unnamed vectors, which would break your ingestion.
+(``--vector-column``: the unnamed vector or one named vector), with ``update_vectors``;
+the collection's schema is never changed, so searches and ingestion keep working. The
+ledger (originals, digests, history) is the directory ``PATH/.nudgekit/<collection>/``.
 
 Local mode persists each point on its own, so a write of many points is not atomic by
-itself. nudgekit therefore writes a redo journal first (the new and original vector of
-every point, ``PATH/.nudgekit/<collection>/journal-<g>.npz``, then ``pending.json`` naming
-it): once ``pending.json`` exists the apply is decided, and the next nudgekit command
-re-applies the journal (idempotent) before anything else if the process died midway.
-Digests, originals and history live in the same sidecar directory.
+itself: the base class's journal makes it so — once it is recorded, the next nudgekit
+command finishes an interrupted write (:meth:`nudgekit.stores.base.VectorStore.recover`).
+Local mode also locks its folder: a second client (another nudgekit, your own process)
+gets a clear error instead of a half-written collection.
 """
 
 from __future__ import annotations
@@ -26,22 +21,15 @@ from typing import Any
 import numpy as np
 
 from nudgekit.stores.base import (
-    Changes,
     MetricInfo,
     ProgressCallback,
     RowBatch,
     StoreError,
     VectorStore,
     checkpoint,
-    digest,
-    new_id,
-    next_seq,
-    now,
-    rollback_target,
 )
-from nudgekit.stores.sidecar import Sidecar
+from nudgekit.stores.ledger import DirectoryFiles, Ledger
 
-ORIGINAL = "nudgekit_original"
 _DISTANCES = {"Dot": "dot", "Cosine": "cosine", "Euclid": "l2", "Manhattan": "l1"}
 
 
@@ -92,7 +80,10 @@ class QdrantStore(VectorStore):
         try:
             self.client = QdrantClient(path=str(self.location))
         except RuntimeError as err:  # the directory is locked by another client
-            raise StoreError(f"qdrant:{self.location}: {err}") from None
+            raise StoreError(
+                f"qdrant:{self.location} is open in another process ({err}); nothing was "
+                "read or written — close it or run again when it has finished"
+            ) from None
         try:
             if not self.client.collection_exists(table):
                 names = ", ".join(c.name for c in self.client.get_collections().collections)
@@ -100,12 +91,13 @@ class QdrantStore(VectorStore):
                     f"collection {table!r} not found in qdrant:{self.location} "
                     f"(collections: {names or 'none'})"
                 )
-            self._resolve_vector(vector_column)
+            files = DirectoryFiles(self.location / ".nudgekit" / table)
+            recorded = Ledger(files, 0).settings().get("vector_column")
+            self._resolve_vector(vector_column if vector_column is not None else recorded)
+            self.ledger = Ledger(files, self.dim)
         except BaseException:
             self.client.close()
             raise
-        self.sidecar = Sidecar(self.location / ".nudgekit" / table)
-        self._seen: set[str] | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -116,15 +108,8 @@ class QdrantStore(VectorStore):
             return {"": config}
         return dict(config or {})
 
-    @property
-    def named(self) -> bool:
-        """Whether the collection uses named vectors (then originals also go into it)."""
-        config = self.client.get_collection(self.table).config.params.vectors
-        return not isinstance(config, self._models.VectorParams)
-
     def _resolve_vector(self, name: str | None) -> None:
-        config = self._vectors_config()
-        own = {k: v for k, v in config.items() if k != ORIGINAL}
+        own = self._vectors_config()
         if name is None:
             if len(own) != 1:
                 listed = ", ".join(repr(k) for k in own) or "none"
@@ -156,9 +141,6 @@ class QdrantStore(VectorStore):
         return int(self.client.count(self.table, exact=True).count)
 
     def read(self, batch_size: int = 65536) -> Iterator[RowBatch]:
-        rows = self.sidecar.load_rows(self.sidecar.state()["rows"], self.dim)
-        where = rows.index()
-        seen: set[str] = set()
         offset = None
         while True:
             points, offset = self.client.scroll(
@@ -171,20 +153,34 @@ class QdrantStore(VectorStore):
             if not points:
                 break
             keys = [p.id for p in points]
-            ids = [str(k) for k in keys]
             vectors = np.asarray([self._vector_of(p, self.vector_name) for p in points])
-            pos = np.array([where.get(i, -1) for i in ids], dtype=np.int64)
-            has = pos >= 0
-            originals = np.zeros((len(ids), self.dim), dtype=np.float32)
-            digests = np.zeros(len(ids), dtype=np.int64)
-            if has.any() and rows.originals is not None:
-                originals[has] = rows.originals[pos[has]]
-                digests[has] = rows.digests[pos[has]]
-            seen.update(ids)
-            yield RowBatch(ids, keys, vectors.astype(np.float32), originals, has, digests)
+            yield RowBatch([str(k) for k in keys], keys, vectors.astype(np.float32))
             if offset is None:
                 break
-        self._seen = seen
+
+    def current(self, keys: list[Any]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 1024):
+            points = self.client.retrieve(
+                self.table,
+                keys[start : start + 1024],
+                with_payload=False,
+                with_vectors=[self.vector_name],
+            )
+            for point in points:
+                vector = _named(point.vector, self.vector_name)
+                if vector is not None:
+                    found[str(point.id)] = np.asarray(vector, dtype=np.float32)
+        return found
+
+    def columns(self) -> dict[str, Any]:
+        return {"vector_column": self.vector_name}
+
+    def stored(self, vectors: np.ndarray) -> np.ndarray:
+        if self.metric().name != "cosine":
+            return vectors
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # Qdrant stores v / ‖v‖
+        return (vectors / np.where(norms > 0, norms, 1)).astype(np.float32)
 
     def _vector_of(self, point: Any, name: str) -> list[float]:
         vector = _named(point.vector, name)
@@ -199,211 +195,21 @@ class QdrantStore(VectorStore):
         where = "" if self.vector_name == "" else f" of vector {self.vector_name!r}"
         return MetricInfo(_DISTANCES.get(distance, distance.lower()), f"collection distance{where}")
 
-    def history(self) -> list[dict[str, Any]]:
-        state = self.sidecar.state()
-        history = list(state["history"])
-        pending = self.sidecar.pending()
-        if pending is not None and pending["generation"] > state["generation"]:
-            history = [r for r in pending["history"] if r["id"] != pending["record"]["id"]]
-            history.append(dict(pending["record"], status="pending"))
-        return history
-
     # -- writing ---------------------------------------------------------------------------
-    def write(
-        self, changes: Changes, record: dict[str, Any], progress: ProgressCallback | None = None
-    ) -> dict[str, Any]:
-        state = self.sidecar.state()
-        g = state["generation"] + 1
-        record = dict(record, seq=next_seq(state["history"]), status="done")
-        if not len(changes):
-            record.update(version_before=g - 1, version_after=g - 1)
-            self.sidecar.finish(dict(state, history=[*state["history"], record]))
-            return record
-        ids = np.asarray(changes.ids, dtype=str)
-        is_int = np.array([isinstance(k, int) for k in changes.keys], dtype=bool)
-        journal = self.sidecar.save(
-            f"journal-{g}.npz",
-            ids=ids,
-            is_int=is_int,
-            vectors=changes.vectors,
-            originals=changes.originals,
-        )
-        undo = self.sidecar.save(f"undo-{g}.npz", ids=ids, is_int=is_int, before=changes.before)
-        record.update(
-            version_before=g - 1,
-            version_after=g,
-            rows=f"rows-{g}.npz",
-            rows_before=state["rows"],
-            undo=undo,
-        )
-        self._begin(g, journal, state["rows"], "all", record, [*state["history"], record])
-        return self._redo(self.sidecar.pending(), progress)  # type: ignore[arg-type]
-
-    def rollback(self, *, force: bool = False) -> dict[str, Any]:
-        state = self.sidecar.state()
-        target = rollback_target(state["history"])
-        if target is None:
-            raise ValueError(f"nothing to roll back: {self.spec} has no apply left to undo")
-        g = state["generation"] + 1
-        record = {
-            "id": new_id(),
-            "seq": next_seq(state["history"]),
-            "kind": "rollback",
-            "status": "done",
-            "created": now(),
-            "rolled_back": target["id"],
-            "rolled_back_seq": target["seq"],
-            "n_restored": 0,
-            "n_skipped": 0,
-            "version_before": g - 1,
-            "version_after": g,
-        }
-        history = [
-            dict(r, status="rolled back") if r["id"] == target["id"] else r
-            for r in state["history"]
-        ]
-        if not target.get("undo"):  # the apply wrote nothing: nothing to write back
-            record.update(version_after=g - 1, rows=state["rows"])
-            self.sidecar.finish(dict(state, history=[*history, record]))
-            return record
-        undo = self.sidecar.load(target["undo"])
-        written = self.sidecar.load_rows(target["rows"], self.dim)
-        wrote = dict(zip(written.ids, written.digests.tolist(), strict=True))
-        keys = [
-            _key(i, b) for i, b in zip(undo["ids"].tolist(), undo["is_int"].tolist(), strict=True)
-        ]
-        current = self._current(keys)
-        restore = [
-            k
-            for k, key in enumerate(keys)
-            # only points that still hold what the apply wrote: later edits are not undone
-            if key in current and int(digest(current[key][None])[0]) == wrote.get(str(key))
-        ]
-        record.update(
-            n_restored=len(restore), n_skipped=len(keys) - len(restore), rows=f"rows-{g}.npz"
-        )
-        journal = self.sidecar.save(
-            f"journal-{g}.npz",
-            ids=undo["ids"][restore],
-            is_int=undo["is_int"][restore],
-            vectors=undo["before"][restore],
-        )
-        # bookkeeping goes back to what it was before the apply; digests of restored points
-        # are re-read (Qdrant may round what it stores, e.g. normalising for Cosine)
-        self._begin(g, journal, target["rows_before"], "known", record, [*history, record])
-        return self._redo(self.sidecar.pending())  # type: ignore[arg-type]
-
-    def _begin(
-        self,
-        g: int,
-        journal: str,
-        rows_base: str | None,
-        digest_ids: str,
-        record: dict[str, Any],
-        history: list[dict[str, Any]],
+    def write_vectors(
+        self, keys: list[Any], vectors: np.ndarray, progress: ProgressCallback | None = None
     ) -> None:
-        self.sidecar.begin(
-            {
-                "generation": g,
-                "journal": journal,
-                "rows_base": rows_base,
-                "digest_ids": digest_ids,
-                "record": record,
-                "history": history,
-            }
-        )
-        checkpoint("qdrant.pending")
-
-    def _redo(
-        self, pending: dict[str, Any], progress: ProgressCallback | None = None
-    ) -> dict[str, Any]:
-        """Apply a journal (again): every step is idempotent, so a crash anywhere is fine."""
         models = self._models
-        data = self.sidecar.load(pending["journal"])
-        keys = [
-            _key(i, b) for i, b in zip(data["ids"].tolist(), data["is_int"].tolist(), strict=True)
-        ]
-        originals = data.get("originals")
-        in_collection = originals is not None and self.named
-        if in_collection and ORIGINAL not in self._vectors_config():
-            self.client.create_vector_name(
-                self.table,
-                ORIGINAL,
-                models.DenseVectorNameConfig(
-                    dense=models.DenseVectorConfig(size=self.dim, distance=models.Distance.DOT)
-                ),
-            )
         for start in range(0, len(keys), self.write_batch):
             stop = min(start + self.write_batch, len(keys))
-            points = []
-            for k in range(start, stop):
-                vector = {self.vector_name: data["vectors"][k].tolist()}
-                if in_collection:
-                    vector[ORIGINAL] = originals[k].tolist()
-                points.append(models.PointVectors(id=keys[k], vector=vector))
+            points = [
+                models.PointVectors(id=keys[k], vector={self.vector_name: vectors[k].tolist()})
+                for k in range(start, stop)
+            ]
             self.client.update_vectors(self.table, points=points)
             checkpoint("qdrant.batch")
             if progress is not None:
                 progress("write", stop, len(keys))
-
-        rows = self.sidecar.load_rows(pending["rows_base"], self.dim)
-        if self._seen is not None:
-            rows = rows.restricted(self._seen)  # deleted points need no bookkeeping
-        known = set(rows.ids)
-        current = self._current(keys)
-        update = [
-            k
-            for k, key in enumerate(keys)
-            if key in current and (pending["digest_ids"] == "all" or str(key) in known)
-        ]
-        if update:
-            # digests of what Qdrant stores (it may round, e.g. normalise for Cosine)
-            vectors = np.stack([current[keys[k]] for k in update])
-            rows = rows.updated(
-                [str(keys[k]) for k in update],
-                digest(vectors),
-                None if originals is None else originals[update],
-            )
-        g = pending["generation"]
-        self.sidecar.save_rows(f"rows-{g}.npz", rows)
-        checkpoint("qdrant.rows")
-        state = self.sidecar.state()
-        self.sidecar.finish(
-            dict(state, generation=g, rows=f"rows-{g}.npz", history=pending["history"])
-        )
-        (self.sidecar.root / pending["journal"]).unlink(missing_ok=True)  # served its purpose
-        return pending["record"]
-
-    def _current(self, keys: list[Any]) -> dict[Any, np.ndarray]:
-        """What the points hold now (read back: the digest must match what Qdrant stores)."""
-        found: dict[Any, np.ndarray] = {}
-        for start in range(0, len(keys), 1024):
-            points = self.client.retrieve(
-                self.table,
-                keys[start : start + 1024],
-                with_payload=False,
-                with_vectors=[self.vector_name],
-            )
-            for point in points:
-                vector = _named(point.vector, self.vector_name)
-                if vector is not None:
-                    found[point.id] = np.asarray(vector, dtype=np.float32)
-        return found
-
-    def recover(self) -> list[dict[str, Any]]:
-        pending = self.sidecar.pending()
-        if pending is None:
-            return []
-        if pending["generation"] <= self.sidecar.state()["generation"]:
-            self.sidecar.discard()  # committed already; only the clean-up was missed
-            return []
-        # the intent was complete when pending.json appeared: roll forward
-        pending["record"]["recovered"] = True
-        pending["history"] = [
-            pending["record"] if r["id"] == pending["record"]["id"] else r
-            for r in pending["history"]
-        ]
-        return [self._redo(pending)]
 
 
 def _named(vector: Any, name: str) -> list[float] | None:
@@ -411,7 +217,3 @@ def _named(vector: Any, name: str) -> list[float] | None:
     if isinstance(vector, dict):
         return vector.get(name)
     return vector if name == "" else None
-
-
-def _key(text: str, is_int: bool) -> int | str:
-    return int(text) if is_int else text

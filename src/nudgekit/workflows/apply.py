@@ -1,14 +1,17 @@
-"""NUDGE on a live vector store: apply, roll back, list what was done.
+"""The ``apply``, ``rollback`` and ``history`` jobs: NUDGE on a live vector store.
 
-:func:`apply_to_store` reads every ``(id, vector)`` of a store, fits NUDGE from the
-**pre-trained** vectors (the originals nudgekit kept for rows it rewrote before, the store's
-vectors for the others), and writes back only the rows whose vector changes — rows a new fit
-moves, and rows that go back to their original because no training query points to them
-any more — with their originals, in one atomic step, recorded in the store's history.
-:func:`rollback_store` undoes the last apply; :func:`store_history` lists them.
+:func:`apply_to_store` reads the store's vectors once as a block source of **pre-trained**
+vectors (the kept original of a row nudgekit rewrote, while the row still holds what
+nudgekit wrote; the store's vector otherwise), fits NUDGE with one by-id corpus pass over
+it, and writes back only the rows whose vector changes — rows a new fit moves, and rows
+that go back to their original because no training query points to them any more — with
+the store's write protocol (:meth:`nudgekit.stores.VectorStore.write`). Memory holds the
+labelled and changed rows, never the store. With a test split, one more read measures
+retrieval quality before and after. :func:`rollback_store` undoes the last apply row by
+row; :func:`store_history` lists them.
 
 Every input is checked before anything is written. The store adapters are in
-:mod:`nudgekit.stores`; docs/stores.md describes the design per store.
+:mod:`nudgekit.stores`; docs/stores.md describes what a user sees.
 """
 
 from __future__ import annotations
@@ -17,18 +20,27 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from nudgekit.core import ProgressCallback
-from nudgekit.evaluation import retrieval_metrics, search
-from nudgekit.io.dataset import EmbeddedDataset, Split
+from nudgekit.core import (
+    Block,
+    CorpusError,
+    FitProblem,
+    ProgressCallback,
+    Relevance,
+    contains,
+    id_bytes_of,
+)
+from nudgekit.evaluation import TopK, retrieval_metrics
+from nudgekit.io.dataset import EmbeddedDataset
 from nudgekit.io.labels import Labels, load_labels
 from nudgekit.methods import MethodSpec, method_spec
 from nudgekit.stores import METRICS, Changes, StoreError, VectorStore, digest, open_store
-from nudgekit.stores.base import new_id, now, same_rows
+from nudgekit.stores.base import new_id, next_seq, now_utc, same_rows
+from nudgekit.stores.ledger import Rows
 from nudgekit.workflows.provenance import versions
 
 TEST_KS = (1, 10, 100)
@@ -37,107 +49,107 @@ TEST_METRICS = ("ndcg@10", "recall@10", "r_cap@10", "mrr@10", "map@100", "accura
 
 
 # -- reading the store ---------------------------------------------------------------------
+class StoreSource:
+    """A store read as its **pre-trained** vectors, block by block (a block source).
+
+    A row's vector is its kept original where the row still holds what nudgekit last
+    wrote, else what it holds now. While reading, it keeps what planning needs and nothing
+    corpus-sized but the ids: every id (bytes, for the uniqueness and label checks), which
+    ids are integers, the rows that hold a nudge now (with what they hold), and counts.
+    """
+
+    def __init__(self, store: VectorStore, batch_size: int) -> None:
+        self.store = store
+        self.batch_size = batch_size
+        self.n_records = store.count()
+        self.dim = store.dim
+        self.bookkeeping = store.bookkeeping()
+        self.ids: np.ndarray = np.empty(0, dtype="S1")
+        self.nudged = Rows.empty(store.dim)  # ids, what they hold now (originals column)
+        self.n_stale = self.n_not_unit = 0
+        self.example_norm: tuple[str, float] | None = None
+
+    def blocks(self, block_rows: int) -> Iterator[Block]:
+        ids, ints, start = [], [], 0
+        nudged: list[tuple[np.ndarray, np.ndarray]] = []
+        for batch in self.store.read(self.batch_size):
+            vectors = batch.vectors
+            if vectors.shape[1] != self.dim:
+                raise StoreError(
+                    f"{self.store.spec}: a vector has {vectors.shape[1]} values, not {self.dim}"
+                )
+            names = np.asarray(batch.ids, dtype=str)
+            at, has = self.bookkeeping.find(names)
+            trusted = has.copy()
+            if has.any():
+                # a kept original counts only while the row holds what nudgekit last wrote
+                trusted[has] = digest(vectors[has]) == self.bookkeeping.digests[at[has]]
+            self.n_stale += int((has & ~trusted).sum())
+            base = np.array(vectors, dtype=np.float32)
+            base[trusted] = self.bookkeeping.originals[at[trusted]]
+            moved = trusted & ~same_rows(vectors, base)
+            if moved.any():
+                nudged.append((names[moved], np.asarray(vectors[moved], np.float32)))
+            norms = np.sqrt(np.einsum("ij,ij->i", base, base, dtype=np.float64))
+            off_unit = np.flatnonzero(np.isfinite(norms) & (np.abs(norms - 1) > 1e-3))
+            if len(off_unit) and self.example_norm is None:
+                self.example_norm = (batch.ids[int(off_unit[0])], float(norms[off_unit[0]]))
+            self.n_not_unit += len(off_unit)
+            keys = id_bytes_of(batch.ids)
+            ids.append(keys)
+            ints.append(np.array([isinstance(k, int) for k in batch.keys], dtype=bool))
+            yield Block(start, base, keys)
+            start += len(base)
+        if start != self.n_records:
+            raise StoreError(
+                f"{self.store.spec} changed while nudgekit read it ({self.n_records:,} rows "
+                f"counted, {start:,} read); nothing was written — run apply again"
+            )
+        self.ids = np.concatenate(ids) if ids else np.empty(0, dtype="S1")
+        self.int_keys = np.concatenate(ints) if ints else np.empty(0, dtype=bool)
+        if nudged:
+            self.nudged = Rows.of(
+                np.concatenate([n for n, _ in nudged]),
+                np.concatenate([v for _, v in nudged]),
+                np.zeros(sum(len(n) for n, _ in nudged), np.int64),
+            )
+        self._check_unique()
+
+    def _check_unique(self) -> None:
+        order = np.argsort(self.ids, kind="stable")
+        same = np.flatnonzero(self.ids[order][1:] == self.ids[order][:-1])
+        if len(same):
+            first, second = int(order[same[0]]), int(order[same[0] + 1])
+            dup = self.ids[first].decode("utf-8", "replace")
+            raise StoreError(
+                f"{self.store.spec} holds id {dup!r} twice (rows {first} and {second}); ids "
+                "must be unique for nudgekit to write rows back by id"
+            )
+
+    def keys_of(self, names: np.ndarray) -> list[Any]:
+        """The store-native ids of rows named by ``names`` (text ids read by the pass)."""
+        order = np.argsort(self.ids, kind="stable")
+        wanted = id_bytes_of(names.tolist())
+        at = order[np.minimum(np.searchsorted(self.ids[order], wanted), len(order) - 1)]
+        return [
+            self.store.key_of(n, bool(b))
+            for n, b in zip(names.tolist(), self.int_keys[at].tolist(), strict=True)
+        ]
+
+    def describe(self, block: Block, i: int, problem: str) -> str:
+        name = block.ids[i].decode("utf-8", "replace") if block.ids is not None else i
+        return f"{self.store.spec}: the vector of id {name!r} {problem}"
+
+    def where(self, row: int) -> str:
+        return f"{self.store.spec} row {row}"
+
+
 @dataclass
-class _Snapshot:
-    """The store as read, reduced to what planning needs."""
+class _Plan:
+    """What an apply writes, and how it counts."""
 
-    ids: list[str]
-    keys: list[Any]
-    base: np.ndarray  # float32 (n, d): the pre-trained vector of every row
-    trusted: np.ndarray  # bool (n,): base comes from a kept original
-    nudged: np.ndarray  # int64, sorted: rows that hold a nudge now (≠ their original)
-    nudged_now: np.ndarray  # float32: what those rows hold
-    n_stale: int  # kept originals set aside: the row was re-written by someone else
-    n_not_unit: int  # rows whose pre-trained vector is not unit-norm
-    example_norm: tuple[str, float] | None
-
-    def current(self, rows: np.ndarray) -> np.ndarray:
-        """What ``rows`` hold in the store now."""
-        out = self.base[rows].copy()
-        if len(self.nudged):
-            pos = np.minimum(np.searchsorted(self.nudged, rows), len(self.nudged) - 1)
-            hit = self.nudged[pos] == rows
-            out[hit] = self.nudged_now[pos[hit]]
-        return out
-
-    def current_matrix(self) -> np.ndarray:
-        matrix = self.base.copy()
-        matrix[self.nudged] = self.nudged_now
-        return matrix
-
-
-def _read_store(
-    store: VectorStore, batch_size: int, progress: ProgressCallback | None
-) -> _Snapshot:
-    total = store.count()
-    ids: list[str] = []
-    keys: list[Any] = []
-    # filled in place (one N × d copy in memory, not two); grown if rows arrive meanwhile
-    base_all = np.empty((total, store.dim), dtype=np.float32)
-    trusted_all = np.zeros(total, dtype=bool)
-    nudged, nudged_now = [], []
-    n_stale = n_not_unit = 0
-    example: tuple[str, float] | None = None
-    for batch in store.read(batch_size):
-        offset = len(ids)
-        vectors = batch.vectors
-        if vectors.shape[1] != store.dim:
-            raise StoreError(
-                f"{store.spec}: a vector has {vectors.shape[1]} values, not {store.dim}"
-            )
-        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
-        bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
-        if len(bad):
-            i = int(bad[0])
-            problem = "is all zeros" if norms[i] == 0 else "contains NaN or infinite values"
-            raise StoreError(f"{store.spec}: the vector of id {batch.ids[i]!r} {problem}")
-        has = batch.has_original & (batch.digests != 0)
-        trusted = np.zeros(len(batch.ids), dtype=bool)
-        if has.any():
-            # a kept original counts only while the row holds what nudgekit last wrote
-            trusted[has] = digest(vectors[has]) == batch.digests[has]
-        n_stale += int((batch.has_original & ~trusted).sum())
-        base = vectors.copy()
-        base[trusted] = batch.originals[trusted]
-        moved = trusted & ~same_rows(vectors, batch.originals)
-        nudged.append(np.flatnonzero(moved) + offset)
-        nudged_now.append(vectors[moved])
-        base_norms = np.where(trusted, np.linalg.norm(base, axis=1), norms)
-        off_unit = np.flatnonzero(np.abs(base_norms - 1) > 1e-3)
-        if len(off_unit) and example is None:
-            example = (batch.ids[int(off_unit[0])], float(base_norms[off_unit[0]]))
-        n_not_unit += len(off_unit)
-        ids.extend(batch.ids)
-        keys.extend(batch.keys)
-        if len(ids) > len(base_all):
-            grow = len(ids) - len(base_all)
-            base_all = np.concatenate([base_all, np.empty((grow, store.dim), np.float32)])
-            trusted_all = np.concatenate([trusted_all, np.zeros(grow, dtype=bool)])
-        base_all[offset : len(ids)] = base
-        trusted_all[offset : len(ids)] = trusted
-        if progress is not None:
-            progress("read store", len(ids), max(total, len(ids)))
-    if not ids:
-        raise StoreError(f"{store.spec} is empty: no rows to fine-tune")
-    row_of: dict[str, int] = {}
-    for row, i in enumerate(ids):
-        first = row_of.setdefault(i, row)
-        if first != row:
-            raise StoreError(
-                f"{store.spec} holds id {i!r} twice (rows {first} and {row}); ids must be "
-                "unique for nudgekit to write rows back by id"
-            )
-    return _Snapshot(
-        ids,
-        keys,
-        base_all[: len(ids)],
-        trusted_all[: len(ids)],
-        np.concatenate(nudged).astype(np.int64),
-        np.concatenate(nudged_now).astype(np.float32),
-        n_stale,
-        n_not_unit,
-        example,
-    )
+    changes: Changes
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 # -- checks --------------------------------------------------------------------------------
@@ -225,14 +237,16 @@ def _check_metric(
     return name, source, warnings
 
 
-def _check_label_ids(labels: Labels, store: VectorStore, ids: list[str], used: list[str]) -> None:
-    known = set(ids)
-    missing: dict[str, str] = {}
+def _check_label_ids(labels: Labels, store: VectorStore, ids: np.ndarray, used: list[str]) -> None:
+    """Every relevant doc id of the used splits is among the store's ``ids`` (bytes)."""
+    named: dict[str, str] = {}
     for split in used:
         for qid in labels.splits.get(split, []):
             for doc in labels.qrels.get(qid, {}):
-                if doc not in known and doc not in missing:
-                    missing[doc] = f"query {qid!r}, split {split!r}"
+                named.setdefault(doc, f"query {qid!r}, split {split!r}")
+    wanted = id_bytes_of(list(named))
+    present = contains(np.sort(ids), wanted) if len(wanted) else np.zeros(0, bool)
+    missing = {doc: named[doc] for doc, ok in zip(named, present.tolist(), strict=True) if not ok}
     if missing:
         shown = "; ".join(f"{d!r} ({where})" for d, where in list(missing.items())[:5])
         hint = (
@@ -247,42 +261,104 @@ def _check_label_ids(labels: Labels, store: VectorStore, ids: list[str], used: l
 
 
 # -- planning ------------------------------------------------------------------------------
-def _plan(
-    snap: _Snapshot, model: Any, dtype: np.dtype
-) -> tuple[np.ndarray, Changes, dict[str, int]]:
+def _plan(store: VectorStore, source: StoreSource, model: Any) -> _Plan:
     """Rows to rewrite: moved rows whose vector changes, and nudged rows going back."""
-    changed = np.asarray(model.changed_rows_, dtype=np.int64)
+    changed = np.asarray([i.decode("utf-8") for i in model.changed_ids_.tolist()], dtype=str)
+    back = np.setdiff1d(source.nudged.ids, changed)
+    names = np.concatenate([changed, back])
+    keys = source.keys_of(names)
+    current = store.current(keys)
+    missing = [i for i in names.tolist() if i not in current]
+    if missing:
+        raise StoreError(
+            f"{store.spec} changed while nudgekit was computing (id {missing[0]!r} is gone); "
+            "nothing was written — run apply again"
+        )
+    now = (
+        np.stack([current[i] for i in names.tolist()])
+        if len(names)
+        else np.empty((0, store.dim), np.float32)
+    )
+    # the pre-trained vector of each row, as stored (not normalised)
+    at, has = source.bookkeeping.find(names)
+    trusted = has.copy()
+    if has.any():
+        trusted[has] = digest(now[has]) == source.bookkeeping.digests[at[has]]
+    originals = now.copy()
+    originals[trusted] = source.bookkeeping.originals[at[trusted]]
     # round to the store's precision first, so "unchanged" means unchanged in the store
-    new = np.asarray(model.changed_embeddings_, dtype=dtype).astype(np.float32)
-    now_changed = snap.current(changed)
-    differs = ~same_rows(new, now_changed)
-    back = np.setdiff1d(snap.nudged, changed)
-    rows = np.concatenate([changed[differs], back])
-    vectors = np.concatenate([new[differs], snap.base[back]])
-    before = np.concatenate([now_changed[differs], snap.current(back)])
-    order = np.argsort(rows, kind="stable")
-    rows, vectors, before = rows[order], vectors[order], before[order]
+    moved = np.asarray(model.changed_embeddings_, dtype=store.dtype).astype(np.float32)
+    vectors = np.concatenate([moved, originals[len(changed) :]])
+    differs = ~same_rows(vectors, now)
+    differs[len(changed) :] = True
     changes = Changes(
-        keys=[snap.keys[r] for r in rows],
-        ids=[snap.ids[r] for r in rows],
-        vectors=np.ascontiguousarray(vectors, dtype=np.float32),
-        originals=np.ascontiguousarray(snap.base[rows], dtype=np.float32),
-        digests=digest(vectors),
-        before=np.ascontiguousarray(before, dtype=np.float32),
+        keys=[k for k, d in zip(keys, differs.tolist(), strict=True) if d],
+        ids=names[differs].tolist(),
+        vectors=np.ascontiguousarray(vectors[differs], dtype=np.float32),
+        originals=np.ascontiguousarray(originals[differs], dtype=np.float32),
+        before=np.ascontiguousarray(now[differs], dtype=np.float32),
     )
     counts = {
-        "n_written": len(rows),
-        "n_nudged": int(differs.sum()),
+        "n_written": int(differs.sum()),
+        "n_nudged": int(differs[: len(changed)].sum()),
         "n_reverted": len(back),
-        "n_new_originals": int((~snap.trusted[rows]).sum()),
+        "n_new_originals": int((~trusted[differs]).sum()),
     }
-    return rows, changes, counts
+    return _Plan(changes, counts)
 
 
-def _test_metrics(matrix: np.ndarray, test: Split) -> dict[str, float]:
-    _, indices = search(test.queries, matrix, max(TEST_KS))
-    metrics = retrieval_metrics(indices, test.relevance, ks=TEST_KS)
-    return {k: metrics[k] for k in TEST_METRICS}
+def _test_metrics(
+    store: VectorStore, labels: Labels, changes: Changes, batch_size: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Test retrieval quality over the store's vectors before and after the write: one
+    read of the store feeding both searches."""
+    data = _labels_dataset(labels)
+    test = data.split("test")
+    new = Rows.of(changes.ids, changes.vectors, np.zeros(len(changes), np.int64))
+    k = min(max(TEST_KS), store.count())
+    before, after = TopK(test.queries, k), TopK(test.queries, k)
+    label_ids = id_bytes_of(data.corpus_ids)
+    order = np.argsort(label_ids, kind="stable")
+    rows_of_label = np.full(len(label_ids), -1, dtype=np.int64)
+    start = 0
+    for batch in store.read(batch_size):
+        vectors = np.asarray(batch.vectors, dtype=np.float32)
+        keys = id_bytes_of(batch.ids)
+        sorted_labels = label_ids[order]
+        at = np.minimum(np.searchsorted(sorted_labels, keys), max(len(label_ids) - 1, 0))
+        hit = (sorted_labels[at] == keys) if len(label_ids) else np.zeros(len(keys), bool)
+        rows_of_label[order[at[hit]]] = start + np.flatnonzero(hit)
+        before.add(vectors, start)
+        at, found = new.find(np.asarray(batch.ids, dtype=str))
+        if found.any():
+            vectors = vectors.copy()
+            vectors[found] = new.originals[at[found]]
+        after.add(vectors, start)
+        start += len(vectors)
+    rel = test.relevance
+    relevance = Relevance.from_coo(
+        rel.query_of_entry(), rows_of_label[rel.indices], rel.n_queries, start, rel.grades
+    )
+    out = []
+    for top in (before, after):
+        metrics = retrieval_metrics(top.result()[1], relevance, ks=TEST_KS)
+        out.append({name: metrics[name] for name in TEST_METRICS})
+    return out[0], out[1]
+
+
+def _labels_dataset(labels: Labels) -> EmbeddedDataset:
+    """The labels as a dataset whose "corpus" is the labelled doc ids (no vectors)."""
+    docs = sorted({d for docs in labels.qrels.values() for d in docs})
+    return EmbeddedDataset(
+        labels.path,
+        np.broadcast_to(np.float32(0), (len(docs), labels.dim)),
+        docs,
+        labels.queries,
+        labels.query_ids,
+        labels.qrels,
+        labels.splits,
+        labels.meta,
+    )
 
 
 # -- public API ----------------------------------------------------------------------------
@@ -315,6 +391,7 @@ def apply_to_store(
     force_model: bool = False,
     device: str | None = None,
     dry_run: bool = False,
+    reindex: bool = True,
     batch_size: int = 65536,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
@@ -341,6 +418,9 @@ def apply_to_store(
         Skip the check that the labels' embedding model is the store's recorded one.
     dry_run : bool
         Compute and report, write nothing.
+    reindex : bool
+        Bring the store's vector index up to date after the write (LanceDB:
+        ``table.optimize()``); without it, the record's ``index`` says what is left to do.
     batch_size : int
         Rows per read batch.
     progress : callable, optional
@@ -368,114 +448,128 @@ def apply_to_store(
         raise ValueError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     labels = load_labels(labels_dir)
     with _opened(store, table, id_column, vector_column) as opened:
-        recovered = [] if dry_run else opened.recover()
-        history = opened.history()
         if labels.dim != opened.dim:
             raise ValueError(
                 f"dimension mismatch: {labels.path / 'queries.npy'} has {labels.dim} values "
                 f"per query but {opened.spec} holds vectors of {opened.dim} (another embedding "
                 "model?)"
             )
-        _check_model(labels, opened, history, force_model)
-        metric_name, metric_source, warnings = _check_metric(
-            opened, spec, metric, force_metric, history
-        )
+        with opened.lock() if not dry_run else _no_lock():
+            recovered = [] if dry_run else opened.recover()
+            history = opened.history()
+            _check_model(labels, opened, history, force_model)
+            metric_name, metric_source, warnings = _check_metric(
+                opened, spec, metric, force_metric, history
+            )
+            used = ["train"] + (["val"] if model.searches_gamma else [])
+            has_test = bool(labels.splits.get("test"))
+            if has_test:
+                used.append("test")
+            data = _labels_dataset(labels)
+            if has_test:
+                data.split("test")  # checked now, before the store is read: ids, queries
 
-        tick = time.perf_counter()
-        snap = _read_store(opened, batch_size, progress)
-        timings["read"] = time.perf_counter() - tick
-        used = ["train"] + (["val"] if model.searches_gamma else [])
-        test_ids = labels.splits.get("test") or []
-        if test_ids:
-            used.append("test")
-        _check_label_ids(labels, opened, snap.ids, used)
-        data = EmbeddedDataset(
-            labels.path,
-            snap.base,
-            snap.ids,
-            labels.queries,
-            labels.query_ids,
-            labels.qrels,
-            labels.splits,
-            labels.meta,
-        )
-        train = data.split("train")
-        val = data.split("val").check_labelled() if model.searches_gamma else None
-        test = data.split("test") if test_ids else None
-
-        tick = time.perf_counter()
-        model.fit(
-            snap.base,
-            train.queries,
-            train.relevance,
-            val.queries if val else None,
-            val.relevance if val else None,
-            progress=progress,
-        )
-        timings["fit"] = time.perf_counter() - tick
-        rows, changes, counts = _plan(snap, model, opened.dtype)
-
-        test_before = test_after = None
-        if test is not None:
             tick = time.perf_counter()
-            matrix = snap.current_matrix()
-            test_before = _test_metrics(matrix, test)
-            matrix[rows] = changes.vectors
-            test_after = _test_metrics(matrix, test)
-            timings["test"] = time.perf_counter() - tick
-        if spec.unit_norm and snap.n_not_unit and metric_name != "cosine":
-            i, norm = snap.example_norm  # type: ignore[misc]
-            warnings.append(
-                f"{snap.n_not_unit} pre-trained vectors are not unit-norm (e.g. id {i!r}: "
-                f"{norm:.4g}); {spec.label} writes unit-norm vectors, whose {metric_name or 'dot'} "
-                "scores do not compare with the others' — normalise the store or search by cosine"
-            )
-        if snap.n_stale:
-            warnings.append(
-                f"{snap.n_stale} rows changed outside nudgekit since it wrote them; their "
-                "current vectors are taken as the new originals"
-            )
+            source = StoreSource(opened, batch_size)
+            problem = _problem(data, model.searches_gamma, source.n_records)
+            try:
+                model.fit_source(source, problem, progress=progress)
+            except CorpusError as err:
+                if "is not in the corpus" in str(err):
+                    _check_label_ids(labels, opened, source.ids, used)  # names them all
+                raise
+            _check_label_ids(labels, opened, source.ids, used)
+            timings["read_and_fit"] = time.perf_counter() - tick
+            plan = _plan(opened, source, model)
+            changes = plan.changes
 
-        record: dict[str, Any] = {
-            "id": new_id(),
-            "kind": "apply",
-            "created": now(),
-            "method": spec.name,
-            "gamma": float(model.gamma_),
-            "gamma_searched": model.searches_gamma,
-            "val_k": int(getattr(model, "val_k", 1)),
-            "validation_accuracy": model.validation_accuracy_,
-            "n_records": len(snap.ids),
-            "dim": opened.dim,
-            "model": labels.meta.get("model"),
-            "n_changed": int(model.n_changed_),
-            **counts,
-            "n_stale_originals": snap.n_stale,
-            "n_train_queries": len(train.query_ids),
-            "n_val_queries": len(val.query_ids) if val else 0,
-            "n_test_queries": len(test.query_ids) if test else 0,
-            "metric": metric_name,
-            "metric_source": metric_source,
-            "metric_forced": bool(force_metric and not spec.unit_norm and metric_name != "dot"),
-            "labels": str(labels.path.resolve()),
-            "test_before": test_before,
-            "test_after": test_after,
-            "versions": versions(),
-        }
-        tick = time.perf_counter()
-        if not dry_run:
-            record = opened.write(changes, record, progress)
-        timings["write"] = time.perf_counter() - tick
-        spec = opened.spec
+            test_before = test_after = None
+            if has_test:
+                tick = time.perf_counter()
+                test_before, test_after = _test_metrics(opened, labels, changes, batch_size)
+                timings["test"] = time.perf_counter() - tick
+            if spec.unit_norm and source.n_not_unit and metric_name != "cosine":
+                i, norm = source.example_norm  # type: ignore[misc]
+                warnings.append(
+                    f"{source.n_not_unit} pre-trained vectors are not unit-norm (e.g. id {i!r}: "
+                    f"{norm:.4g}); {spec.label} writes unit-norm vectors, whose "
+                    f"{metric_name or 'dot'} scores do not compare with the others' — "
+                    "normalise the store or search by cosine"
+                )
+            if source.n_stale:
+                warnings.append(
+                    f"{source.n_stale} rows changed outside nudgekit since it wrote them; their "
+                    "current vectors are taken as the new originals"
+                )
+            record: dict[str, Any] = {
+                "id": new_id(),
+                "kind": "apply",
+                "created": now_utc(),
+                "method": spec.name,
+                "gamma": float(model.gamma_),
+                "gamma_searched": model.searches_gamma,
+                "val_k": int(getattr(model, "val_k", 1)),
+                "validation_accuracy": model.validation_accuracy_,
+                "n_records": source.n_records,
+                "dim": opened.dim,
+                "model": labels.meta.get("model"),
+                "n_changed": int(model.n_changed_),
+                **plan.counts,
+                "n_stale_originals": source.n_stale,
+                "n_train_queries": len(labels.splits.get("train", [])),
+                "n_val_queries": len(labels.splits.get("val", [])) if model.searches_gamma else 0,
+                "n_test_queries": len(labels.splits.get("test", [])) if has_test else 0,
+                "metric": metric_name,
+                "metric_source": metric_source,
+                "metric_forced": bool(force_metric and not spec.unit_norm and metric_name != "dot"),
+                "labels": str(labels.path.resolve()),
+                "test_before": test_before,
+                "test_after": test_after,
+                "versions": versions(),
+            }
+            tick = time.perf_counter()
+            recorded = False
+            index_note = None
+            if not dry_run and len(changes):
+                record = opened.write(changes, record, progress)
+                recorded = True
+                index_note = opened.after_write(reindex)
+            elif not dry_run:
+                record["version_before"] = record["version_after"] = opened.ledger.state()[
+                    "generation"
+                ]
+            timings["write"] = time.perf_counter() - tick
+            spec_text = opened.spec
     timings["total"] = time.perf_counter() - started
     return {
         **record,
-        "store": spec,
+        "store": spec_text,
         "dry_run": dry_run,
+        "recorded": recorded,
+        "index": index_note,
         "warnings": warnings,
         "recovered": recovered,
         "timings_s": timings,
     }
+
+
+def _problem(data: EmbeddedDataset, searches_gamma: bool, n_records: int) -> FitProblem:
+    """The labels as a by-id fit problem over a store of ``n_records`` rows: relevance
+    over the labelled doc ids (sorted; str order is their UTF-8 bytes' order)."""
+    problem = data.fit_problem(searches_gamma)
+    return FitProblem(
+        n_records,
+        problem.dim,
+        problem.train,
+        problem.val,
+        label_ids=id_bytes_of(data.corpus_ids),
+        labels_name=str(data.path / "qrels.json"),
+    )
+
+
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
 
 
 def rollback_store(
@@ -484,24 +578,48 @@ def rollback_store(
     table: str | None = None,
     id_column: str | None = None,
     vector_column: str | None = None,
-    force: bool = False,
+    to_version: int | None = None,
 ) -> dict[str, Any]:
-    """Undo the last apply that changed rows: the store goes back to its state before it.
+    """Undo the last apply not undone yet, row by row.
 
-    LanceDB restores the version before the apply as a new version (refusing, unless
-    ``force``, when the table was changed by others since: restoring would discard that).
-    Qdrant and FAISS write back what the apply's rows held before, for the rows that still
-    hold what the apply wrote (rows changed since are left alone and counted as skipped).
+    Every row the apply wrote gets back what it held before the apply, where the row still
+    holds what the apply wrote; rows added, deleted or re-embedded since are left as they
+    are and counted (``n_changed_since``, ``n_deleted_since``). ``to_version`` (LanceDB)
+    instead restores that table version exactly — every later change, yours included, is
+    discarded — and records it.
 
     Returns
     -------
     dict
-        The rollback record (``rolled_back``: the apply's id; versions before/after), plus
+        The rollback record (``rolled_back``: the apply's id; counts; versions), plus
         ``store`` and ``recovered``.
     """
-    with _opened(store, table, id_column, vector_column) as opened:
+    with _opened(store, table, id_column, vector_column) as opened, opened.lock():
         recovered = opened.recover()
-        record = opened.rollback(force=force)
+        finished = [r for r in recovered if r["kind"] == "rollback"]
+        if finished and to_version is None:
+            # an interrupted rollback was this request's: finishing it is the rollback
+            return {**finished[-1], "store": opened.spec, "recovered": recovered}
+        if to_version is not None:
+            restore = getattr(opened, "restore_version", None)
+            if restore is None:
+                raise ValueError(
+                    f"--to-version applies to stores with versions (LanceDB), not {opened.kind}"
+                )
+            before = opened.version()  # type: ignore[attr-defined]
+            record = {
+                "id": new_id(),
+                "seq": next_seq(opened.history()),
+                "kind": "restore",
+                "status": "done",
+                "created": now_utc(),
+                "restored_version": int(to_version),
+                "version_before": before,
+                "version_after": restore(int(to_version)),
+            }
+            opened.ledger.append(record)
+        else:
+            record = opened.rollback()
         return {**record, "store": opened.spec, "recovered": recovered}
 
 
@@ -514,9 +632,9 @@ def store_history(
 ) -> list[dict[str, Any]]:
     """Every apply and rollback recorded for the store, oldest first.
 
-    ``status`` is ``done``, ``rolled back``, ``pending`` (interrupted: the next apply or
-    rollback completes or discards it) or ``abandoned`` (interrupted before it changed
-    anything).
+    ``kind`` is ``apply``, ``rollback`` or ``restore`` (LanceDB ``--to-version``);
+    ``status`` is ``done``, ``rolled back`` or ``pending`` (interrupted: the next apply or
+    rollback finishes it).
     """
     with _opened(store, table, id_column, vector_column) as opened:
         return opened.history()
