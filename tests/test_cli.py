@@ -343,3 +343,45 @@ def test_device_torch_gives_the_same_result_as_the_default(written, fitted, tmp_
     np.testing.assert_allclose(
         np.load(tmp_path / "torch" / "embeddings.npy"), fitted.embeddings, rtol=0, atol=1e-5
     )
+
+
+# -- the command line as a newcomer meets it --------------------------------------------------
+def test_version_prints_the_package_version():
+    result = runner.invoke(cli.app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"nudgekit {nudgekit.__version__}"
+
+
+def test_help_lists_the_main_job_first():
+    listed = runner.invoke(cli.app, ["--help"]).stdout
+    order = [listed.index(name) for name in ("quickstart", "apply", "labels", "fit", "bench")]
+    assert order == sorted(order)
+
+
+def test_demo_with_out_writes_its_runs(tmp_path):
+    # --out once shadowed the console the command prints with
+    result = runner.invoke(cli.app, ["demo", "--out", str(tmp_path / "d"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d" / "nudge-n" / "fit.json").is_file()
+    assert "ndcg@10" in result.stdout
+
+
+def test_quickstart_with_an_unknown_method_creates_nothing(tmp_path):
+    result = runner.invoke(cli.app, ["quickstart", "--dir", str(tmp_path / "q"), "--method", "foo"])
+    assert result.exit_code == 2 and "unknown method 'foo'" in result.stderr
+    assert not (tmp_path / "q").exists()
+
+
+def test_bench_list_needs_no_dataset():
+    result = runner.invoke(cli.app, ["bench", "--list"])
+    assert result.exit_code == 0 and "nudge-n" in result.stdout and "adaptor" in result.stdout
+
+
+def test_every_extra_is_installable_by_one_name():
+    import tomllib
+
+    extras = tomllib.loads(Path(__file__).parents[1].joinpath("pyproject.toml").read_text())[
+        "project"
+    ]["optional-dependencies"]
+    listed = extras["all"][0]
+    for name in ("stores", "report", "scale", "embed"):
+        assert name in listed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -21,7 +22,72 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
+
+def _version(value: bool) -> None:
+    if value:
+        from nudgekit import __version__
+
+        out.print(f"nudgekit {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Fine-tune embeddings for k-NN retrieval without touching the model (NUDGE)."""
+
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+#: ``nudgekit fit --engine``: where the corpus pass runs.
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="local (this process) or ray (a Ray Data job); ray needs a Parquet corpus.",
+    ),
+]
+#: ``nudgekit fit --ray-address``: the Ray cluster to join.
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to join (auto, ray://HEAD:10001, HOST:6379); default: RAY_ADDRESS "
+        "or a local Ray instance.",
+    ),
+]
+
+
+#: labels from texts, for ``apply`` and ``fit`` (``nudgekit labels`` has them all)
+QueriesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--queries",
+        help="Instead of --labels: query texts and what answers them, as `nudgekit labels` "
+        "reads them (BEIR, pairs, clicks, LlamaIndex JSON); needs --model.",
+    ),
+]
+QrelsOption = Annotated[
+    Path | None, typer.Option("--qrels", help="With --queries: BEIR qrels TSV file or folder.")
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="With --queries: the model the documents were embedded with."),
+]
+
+
+#: help panels, in the order ``nudgekit --help`` lists them: the main job first
+START = "Start here"
+STORE = "Your vector store"
+LABELS = "Your labels and data"
+DATASET = "Datasets on disk"
+RESEARCH = "Experiments and scale"
 
 #: --method of fit, apply and quickstart (the NUDGE methods of the registry).
 METHOD_HELP = (
@@ -58,3 +124,17 @@ def fail(error: Exception) -> NoReturn:
     # the message is plain text: paths and JSON shapes may hold [brackets]
     err.print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def labels_source(
+    labels: Path | None, queries: Path | None, qrels: Path | None, model: str | None
+) -> None:
+    """Check that exactly one kind of labels was given; raise a clear error otherwise."""
+    if queries is None and labels is None:
+        raise ValueError("give the labels: --labels DIR, or --queries FILE with --model MODEL")
+    if queries is not None and labels is not None:
+        raise ValueError("--labels and --queries both given: use one")
+    if queries is not None and model is None:
+        raise ValueError("--queries needs --model: the model the documents were embedded with")
+    if queries is None and (qrels is not None or model is not None):
+        raise ValueError("--qrels and --model go with --queries")

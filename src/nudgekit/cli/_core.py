@@ -11,11 +11,25 @@ import typer
 from rich.table import Table
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import METHOD_HELP, Quiet, app, fail, out, progress_bar
-from nudgekit.cli._scale import EngineOption, RayAddressOption
+from nudgekit.cli._app import (
+    DATASET,
+    METHOD_HELP,
+    START,
+    EngineOption,
+    ModelOption,
+    QrelsOption,
+    QueriesOption,
+    Quiet,
+    RayAddressOption,
+    app,
+    fail,
+    labels_source,
+    out,
+    progress_bar,
+)
 
 
-@app.command()
+@app.command(rich_help_panel=DATASET)
 def fit(
     dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write embeddings.npy and fit.json.")],
@@ -29,6 +43,13 @@ def fit(
     ] = None,
     engine: EngineOption = "local",
     ray_address: RayAddressOption = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", help="Take queries, qrels and splits from this labels folder."),
+    ] = None,
+    queries: QueriesOption = None,
+    qrels: QrelsOption = None,
+    model: ModelOption = None,
     quiet: Quiet = False,
 ) -> None:
     """Fit NUDGE on the train/val splits; write new embeddings and a fit report.
@@ -40,10 +61,16 @@ def fit(
     from nudgekit.workflows.fit import fit_dataset
 
     try:
+        if queries is not None or qrels is not None or model is not None:
+            labels_source(labels, queries, qrels, model)
         with progress_bar(quiet) as progress:
             report = fit_dataset(
                 dataset_dir,
                 out,
+                labels_dir=labels,
+                queries=queries,
+                qrels=qrels,
+                model=model,
                 method=method,
                 gamma=gamma,
                 val_k=val_k,
@@ -66,7 +93,7 @@ def fit(
         )
 
 
-@app.command("eval")
+@app.command("eval", rich_help_panel=DATASET)
 def evaluate(
     dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
     embeddings: Annotated[
@@ -103,9 +130,9 @@ def evaluate(
     out.print(table)
 
 
-@app.command()
+@app.command(rich_help_panel=START)
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Where to write the fitted runs.")] = Path(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the fitted runs.")] = Path(
         "runs/demo"
     ),
     dataset_dir: Annotated[
@@ -121,7 +148,7 @@ def demo(
     dataset = dataset_dir or sample_dir()
     try:
         with progress_bar(quiet) as progress:
-            rows = run_demo(out, dataset_dir=dataset, progress=progress)
+            rows = run_demo(out_dir, dataset_dir=dataset, progress=progress)
     except (ValueError, FileNotFoundError) as error:
         fail(error)
     table = Table(title=f"test split of {dataset} ({rows[0]['n_queries']} queries)")
@@ -139,4 +166,4 @@ def demo(
             f"{row['accuracy@1']:.4f}",
         )
     out.print(table)
-    out.print(f"embeddings and fit reports: {out}/<method>/", highlight=False)
+    out.print(f"embeddings and fit reports: {out_dir}/<method>/", highlight=False)

@@ -1,4 +1,5 @@
-"""Data commands: embed (BEIR → embedded dataset), split (recompute splits)."""
+"""Data commands: labels (what users have → labels folder), embed (BEIR → embedded
+dataset), split (recompute splits)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,98 @@ from typing import Annotated
 import typer
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import Quiet, app, fail, progress_bar
+from nudgekit.cli._app import LABELS, Quiet, app, fail, progress_bar
 
 
-@app.command()
+@app.command(rich_help_panel=LABELS)
+def labels(
+    out_dir: Annotated[Path, typer.Argument(help="The labels folder to write.")],
+    queries: Annotated[
+        Path,
+        typer.Option(
+            "--queries",
+            help="BEIR queries.jsonl (or a BEIR folder), a CSV/TSV/JSONL of (query, doc id, "
+            "grade?) pairs or of (query, doc id, event, timestamp?) clicks, or a LlamaIndex "
+            "EmbeddingQAFinetuneDataset JSON.",
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="The model the documents were embedded with (local path, Hub name, or "
+            "all-MiniLM-L6-v2).",
+        ),
+    ],
+    qrels: Annotated[
+        Path | None,
+        typer.Option("--qrels", help="BEIR qrels TSV file or folder (with queries.jsonl)."),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="Check doc ids, dimension and model against this store."),
+    ] = None,
+    table: Annotated[str | None, typer.Option("--table", help="The store's table.")] = None,
+    drop_unknown: Annotated[
+        bool,
+        typer.Option("--drop-unknown", help="Drop labels naming documents the store lacks."),
+    ] = False,
+    split_by: Annotated[
+        str, typer.Option(help="auto, random (seeded), time (oldest → train), file (BEIR names).")
+    ] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the random split.")] = 0,
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event",
+            help="Click logs: NAME=WEIGHT or NAME=never (repeatable); default click=1, "
+            "thumbs_up=2, thumbs_down=never.",
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Queries per forward pass.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N ...")] = "cpu",
+    quiet: Quiet = False,
+) -> None:
+    """Labels folder from query texts and what answers them (embeds the queries)."""
+    from nudgekit.io.label_inputs import EventRule
+    from nudgekit.workflows.labels import build_labels
+
+    try:
+        with progress_bar(quiet) as progress:
+            meta = build_labels(
+                out_dir,
+                queries,
+                qrels,
+                model=model,
+                store=store,
+                table=table,
+                drop_unknown=drop_unknown,
+                split_by=split_by,
+                seed=seed,
+                events=EventRule.parse(event or []),
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+            )
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        fail(error)
+    if not quiet:
+        sizes = "/".join(str(meta["splits"].get(n, 0)) for n in ("train", "val", "test"))
+        dropped = (
+            f", {meta['n_dropped_labels']:,} unknown labels dropped"
+            if meta["n_dropped_labels"]
+            else ""
+        )
+        _app.out.print(
+            f"{meta['n_queries']:,} queries ({meta['n_qrels']:,} labels{dropped}), "
+            f"train/val/test {sizes}, embedded with {meta['model']} → {out_dir}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@app.command(rich_help_panel=LABELS)
 def embed(
     beir_dir: Annotated[
         Path, typer.Argument(help="BEIR directory: corpus.jsonl, queries.jsonl, qrels/*.tsv.")
@@ -66,9 +155,11 @@ def embed(
         )
 
 
-@app.command()
+@app.command(rich_help_panel=LABELS)
 def split(
-    dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
+    dataset_dir: Annotated[
+        Path, typer.Argument(help="Embedded dataset or labels folder (corpus not needed).")
+    ],
     ood: Annotated[
         bool,
         typer.Option(

@@ -9,14 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import Quiet, app, fail, out
+from nudgekit.cli._app import RESEARCH, Quiet, app, fail, out
 
 DEFAULT_METHODS = "none,nudge-m,nudge-n"
 
 
-@app.command()
+@app.command(rich_help_panel=RESEARCH)
 def bench(
-    dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
+    dataset_dir: Annotated[
+        Path | None, typer.Argument(help="Embedded dataset directory (not needed for --list).")
+    ] = None,
     methods: Annotated[
         str, typer.Option(help="Comma-separated method names (see --list).")
     ] = DEFAULT_METHODS,
@@ -53,6 +55,8 @@ def bench(
         for name, spec in METHODS.items():
             out.print(f"{name:20} {spec.summary}", highlight=False, markup=False)
         return
+    if dataset_dir is None:
+        fail(ValueError("missing DATASET_DIR: the embedded dataset to benchmark on"))
     names = [m.strip() for m in methods.split(",") if m.strip()]
 
     def report(name: str, row: dict[str, Any]) -> None:

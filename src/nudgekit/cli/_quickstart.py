@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nudgekit.cli._app import METHOD_HELP, Quiet, app, fail, out, progress_bar
+from nudgekit.cli._app import METHOD_HELP, START, Quiet, app, fail, out, progress_bar
 
 METRICS = ("ndcg@10", "recall@10", "mrr@10", "accuracy@1")
 
 
-@app.command()
+@app.command(rich_help_panel=START)
 def quickstart(
     directory: Annotated[
         Path, typer.Option("--dir", help="Folder for the store, labels, run and report.")

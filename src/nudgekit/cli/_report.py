@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import Quiet, app, fail, progress_bar
+from nudgekit.cli._app import DATASET, Quiet, app, fail, progress_bar
 
 
-@app.command()
+@app.command(rich_help_panel=DATASET)
 def report(
     run_dir: Annotated[
         Path,

@@ -1,4 +1,4 @@
-"""Scale-out commands: convert (embedded layout → Parquet shards); options of fit's engines."""
+"""Scale-out commands: convert (embedded layout → Parquet shards)."""
 
 from __future__ import annotations
 
@@ -8,28 +8,10 @@ from typing import Annotated
 import typer
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import Quiet, app, fail, progress_bar
-
-#: ``nudgekit fit --engine``: where the corpus pass runs.
-EngineOption = Annotated[
-    str,
-    typer.Option(
-        "--engine",
-        help="local (this process) or ray (a Ray Data job); ray needs a Parquet corpus.",
-    ),
-]
-#: ``nudgekit fit --ray-address``: the Ray cluster to join.
-RayAddressOption = Annotated[
-    str | None,
-    typer.Option(
-        "--ray-address",
-        help="Ray cluster to join (auto, ray://HEAD:10001, HOST:6379); default: RAY_ADDRESS "
-        "or a local Ray instance.",
-    ),
-]
+from nudgekit.cli._app import RESEARCH, Quiet, app, fail, progress_bar
 
 
-@app.command()
+@app.command(rich_help_panel=RESEARCH)
 def convert(
     dataset_dir: Annotated[
         Path, typer.Argument(help="Embedded dataset directory (corpus.npy layout).")

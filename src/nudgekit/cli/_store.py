@@ -11,7 +11,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nudgekit.cli._app import METHOD_HELP, Quiet, app, err, fail, out, progress_bar
+from nudgekit.cli._app import (
+    METHOD_HELP,
+    STORE,
+    ModelOption,
+    QrelsOption,
+    QueriesOption,
+    Quiet,
+    app,
+    err,
+    fail,
+    labels_source,
+    out,
+    progress_bar,
+)
 
 Store = Annotated[
     str,
@@ -40,16 +53,20 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 _ERRORS = (ValueError, FileNotFoundError, ImportError)
 
 
-@app.command()
+@app.command(rich_help_panel=STORE)
 def apply(
     store: Store,
     labels: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--labels",
-            help="queries.npy, query_ids.json, qrels.json, splits.json (train, val, test?).",
+            help="A labels folder: queries.npy, query_ids.json, qrels.json, splits.json "
+            "(train, val, test?), as `nudgekit labels` writes it.",
         ),
-    ],
+    ] = None,
+    queries: QueriesOption = None,
+    qrels: QrelsOption = None,
+    model: ModelOption = None,
     table: TableName = None,
     id_column: IdColumn = None,
     vector_column: VectorColumn = None,
@@ -90,10 +107,14 @@ def apply(
     from nudgekit.workflows.apply import apply_to_store
 
     try:
+        labels_source(labels, queries, qrels, model)
         with progress_bar(quiet) as progress:
             report = apply_to_store(
                 store,
                 labels,
+                queries=queries,
+                qrels=qrels,
+                model=model,
                 table=table,
                 id_column=id_column,
                 vector_column=vector_column,
@@ -149,7 +170,7 @@ def apply(
         out.print(result)
 
 
-@app.command()
+@app.command(rich_help_panel=STORE)
 def rollback(
     store: Store,
     table: TableName = None,
@@ -208,7 +229,7 @@ def rollback(
     )
 
 
-@app.command()
+@app.command(rich_help_panel=STORE)
 def history(
     store: Store,
     table: TableName = None,

@@ -128,14 +128,17 @@ def read_qrels(
 ) -> dict[str, dict[str, int]]:
     """Merge every ``*.tsv`` in ``qrels_dir`` (name order) into ``{query_id: {doc_id: score}}``.
 
-    A pair listed twice with the same score is kept once; with different scores it is an
-    error. With ``corpus_ids`` / ``query_ids`` given, a pair naming an id outside them is an
-    error too.
+    ``qrels_dir`` may also be one qrels file. A pair listed twice with the same score is
+    kept once; with different scores it is an error. With ``corpus_ids`` / ``query_ids``
+    given, a pair naming an id outside them is an error too.
     """
     root = Path(qrels_dir)
-    if not root.is_dir():
+    if root.is_file():
+        files = [root]
+    elif not root.is_dir():
         raise FileNotFoundError(f"qrels directory {root} does not exist")
-    files = sorted(root.glob("*.tsv"))
+    else:
+        files = sorted(root.glob("*.tsv"))
     if not files:
         raise FileNotFoundError(f"{root}: no qrels files (*.tsv)")
     qrels: dict[str, dict[str, int]] = {}

@@ -135,8 +135,13 @@ class EmbeddedDataset:
         return self._doc_rows
 
 
-def load_dataset(path: str | os.PathLike[str]) -> EmbeddedDataset:
+def load_dataset(
+    path: str | os.PathLike[str], labels: str | os.PathLike[str] | None = None
+) -> EmbeddedDataset:
     """Open an embedded dataset directory and check that its parts agree.
+
+    With ``labels`` (a labels folder: queries, qrels, splits, see :mod:`.labels`), the
+    corpus comes from ``path`` and everything about the queries from ``labels``.
 
     Raises ``FileNotFoundError`` for missing files and ``ValueError`` for anything
     malformed (pickled or non-float arrays, dimension or length mismatches, duplicate ids,
@@ -145,22 +150,28 @@ def load_dataset(path: str | os.PathLike[str]) -> EmbeddedDataset:
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory {root} does not exist")
-    missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+    source = Path(labels) if labels is not None else root
+    if labels is not None and not source.is_dir():
+        raise FileNotFoundError(f"labels directory {source} does not exist")
+    needed = [(root, f) for f in REQUIRED_FILES[:2]] + [(source, f) for f in REQUIRED_FILES[2:]]
+    missing = [str(d / f) if labels is not None else f for d, f in needed if not (d / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{root}: missing {', '.join(missing)}")
     corpus = load_matrix(root / "corpus.npy")
-    queries = load_matrix(root / "queries.npy")
+    queries = load_matrix(source / "queries.npy")
     if queries.shape[1] != corpus.shape[1]:
         raise ValueError(
-            f"{root}: dimension mismatch, queries.npy has {queries.shape[1]} values per row "
+            f"{source}: dimension mismatch, queries.npy has {queries.shape[1]} values per row "
             f"but corpus.npy has {corpus.shape[1]}"
         )
     corpus_ids = read_id_list(root / "corpus_ids.json", corpus.shape[0], "corpus.npy")
-    query_ids = read_id_list(root / "query_ids.json", queries.shape[0], "queries.npy")
-    qrels = read_qrels(root / "qrels.json")
-    splits = read_splits(root / "splits.json")
-    meta_path = root / "embed_meta.json"
+    query_ids = read_id_list(source / "query_ids.json", queries.shape[0], "queries.npy")
+    qrels = read_qrels(source / "qrels.json")
+    splits = read_splits(source / "splits.json")
+    meta_path = source / "embed_meta.json"
     meta = read_json(meta_path) if meta_path.is_file() else {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object")
     return EmbeddedDataset(root, corpus, corpus_ids, queries, query_ids, qrels, splits, meta)
 
 

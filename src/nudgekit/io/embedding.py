@@ -103,6 +103,15 @@ def resolve_model(model: str | os.PathLike[str]) -> ResolvedModel:
     return ResolvedModel(name, name, None, offline=False)
 
 
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names name the same model (``org/name`` and ``name`` alike)."""
+
+    def key(name: str) -> str:
+        return name.rstrip("/").rsplit("/", 1)[-1].lower()
+
+    return key(a) == key(b)
+
+
 def load_model(
     model: str | os.PathLike[str] | ResolvedModel,
     *,

@@ -24,7 +24,13 @@ import numpy as np
 
 from nudgekit.core.kmeans import kmeans, nearest_centroid
 from nudgekit.io.atomic import write_json
-from nudgekit.io.dataset import EmbeddedDataset, load_dataset
+from nudgekit.io.dataset import (
+    EmbeddedDataset,
+    load_dataset,
+    load_matrix,
+    read_id_list,
+    read_qrels,
+)
 
 VAL_FRACTION = 0.1
 TEST_FRACTION = 0.2
@@ -59,16 +65,45 @@ def pooled_splits(query_ids_with_relevant: Iterable[str], seed: int = 0) -> dict
     # string sort, as the reference splits were made (an int sort gives other splits)
     pool = sorted({str(q) for q in query_ids_with_relevant})
     random.Random(seed).shuffle(pool)
-    n = len(pool)
-    # int(0.1 * n), not n // 10: the float product is what the reference splits used
-    n_val = min(int(VAL_FRACTION * n), MAX_SPLIT_SIZE)
-    n_test = min(int(TEST_FRACTION * n), MAX_SPLIT_SIZE)
-    n_train = n - n_val - n_test
+    n_train, n_val, _ = _sizes(len(pool))
     return {
         "train": pool[:n_train],
         "val": pool[n_train : n_train + n_val],
         "test": pool[n_train + n_val :],
     }
+
+
+def _sizes(n: int) -> tuple[int, int, int]:
+    # int(0.1 * n), not n // 10: the float product is what the reference splits used
+    n_val = min(int(VAL_FRACTION * n), MAX_SPLIT_SIZE)
+    n_test = min(int(TEST_FRACTION * n), MAX_SPLIT_SIZE)
+    return n - n_val - n_test, n_val, n_test
+
+
+def time_splits(first_seen: Mapping[str, float]) -> dict[str, list[str]]:
+    """Split queries by when they were first seen: the oldest train, then val, the newest
+    test (sizes as :func:`pooled_splits`; ties broken by id). What a deployed system
+    meets is tomorrow's queries: this split measures that."""
+    pool = sorted(first_seen, key=lambda q: (first_seen[q], q))
+    n_train, n_val, _ = _sizes(len(pool))
+    return {
+        "train": pool[:n_train],
+        "val": pool[n_train : n_train + n_val],
+        "test": pool[n_train + n_val :],
+    }
+
+
+def with_val(splits: Mapping[str, list[str]], seed: int = 0) -> dict[str, list[str]]:
+    """``splits`` with a ``val`` split: given ones stay; without one, a seeded tenth of
+    ``train`` (at most 10,000) becomes ``val``."""
+    out = {k: list(v) for k, v in splits.items()}
+    if out.get("val") or not out.get("train"):
+        return out
+    pool = sorted(out["train"])
+    random.Random(seed).shuffle(pool)
+    n_val = min(int(VAL_FRACTION * len(pool)), MAX_SPLIT_SIZE)
+    out["val"], out["train"] = pool[:n_val], pool[n_val:]
+    return out
 
 
 def ood_splits(
@@ -161,23 +196,53 @@ def write_splits(
     (Path, dict)
         The file written and the splits.
     """
-    data = load_dataset(dataset_dir)
+    root = Path(dataset_dir)
     if ood:
+        data = load_dataset(root) if (root / "corpus.npy").exists() else _labels(root)
         splits = ood_splits(data, seed=seed)
     else:
-        known = set(data.query_ids)
-        pool = relevant_query_ids(data.qrels)
-        missing = next((q for q in pool if q not in known), None)
+        # only the queries' ids and labels are needed: a labels folder, or a dataset
+        # without splits.json, works
+        query_ids = set(read_query_ids(root))
+        pool = relevant_query_ids(read_qrels(root / "qrels.json"))
+        missing = next((q for q in pool if q not in query_ids), None)
         if missing is not None:
             raise ValueError(
-                f"{data.path / 'qrels.json'}: query id {missing!r} is not in query_ids.json"
+                f"{root / 'qrels.json'}: query id {missing!r} is not in query_ids.json"
             )
         splits = pooled_splits(pool, seed=seed)
-    target = (
-        Path(out) if out is not None else data.path / ("ood_splits.json" if ood else "splits.json")
-    )
+    target = Path(out) if out is not None else root / ("ood_splits.json" if ood else "splits.json")
     if target.is_dir():
         raise ValueError(f"--out {target} is a directory; give a file name")
     target.parent.mkdir(parents=True, exist_ok=True)
     write_json(target, splits)
     return target, splits
+
+
+def read_query_ids(root: Path) -> list[str]:
+    """``query_ids.json`` of a dataset or labels folder, checked against ``queries.npy``."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset directory {root} does not exist")
+    for name in ("query_ids.json", "queries.npy", "qrels.json"):
+        if not (root / name).is_file():
+            raise FileNotFoundError(f"{root}: missing {name}")
+    return read_id_list(
+        root / "query_ids.json", load_matrix(root / "queries.npy").shape[0], "queries.npy"
+    )
+
+
+def _labels(root: Path) -> EmbeddedDataset:
+    """A labels folder as a dataset without corpus (what the OOD split needs)."""
+    from nudgekit.io.labels import load_labels
+
+    labels = load_labels(root)
+    return EmbeddedDataset(
+        root,
+        np.zeros((0, labels.dim), np.float32),
+        [],
+        labels.queries,
+        labels.query_ids,
+        labels.qrels,
+        labels.splits,
+        labels.meta,
+    )

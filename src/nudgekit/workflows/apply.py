@@ -36,6 +36,7 @@ from nudgekit.core import (
 )
 from nudgekit.evaluation import TopK, retrieval_metrics
 from nudgekit.io.dataset import EmbeddedDataset
+from nudgekit.io.embedding import same_model
 from nudgekit.io.labels import Labels, load_labels
 from nudgekit.methods import MethodSpec, method_spec
 from nudgekit.stores import METRICS, Changes, StoreError, VectorStore, digest, open_store
@@ -166,17 +167,13 @@ def _check_model(
                 found.append((record["model"], f"apply #{record['seq']} of {record['created']}"))
                 break
     for other, where in found:
-        if other and _model_key(other) != _model_key(str(model)):
+        if other and not same_model(other, str(model)):
             raise ValueError(
                 f"model mismatch: {labels.path / 'embed_meta.json'} says the queries were "
                 f"embedded with {model!r}, but {store.spec} is recorded as {other!r} ({where}); "
                 "queries and records must come from the same model. Pass --force-model if the "
                 "store was re-embedded with the new model."
             )
-
-
-def _model_key(name: str) -> str:
-    return name.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 _DECLARED = "--metric (declared)"
@@ -378,8 +375,11 @@ def _opened(
 
 def apply_to_store(
     store: str | os.PathLike[str] | VectorStore,
-    labels_dir: str | os.PathLike[str],
+    labels_dir: str | os.PathLike[str] | None = None,
     *,
+    queries: str | os.PathLike[str] | None = None,
+    qrels: str | os.PathLike[str] | None = None,
+    model: str | None = None,
     table: str | None = None,
     id_column: str | None = None,
     vector_column: str | None = None,
@@ -405,6 +405,9 @@ def apply_to_store(
         ``queries.npy``, ``query_ids.json``, ``qrels.json`` (doc ids = the store's ids),
         ``splits.json`` with ``train`` and ``val`` (``test`` optional: retrieval quality is
         then reported before and after), optional ``embed_meta.json``.
+    queries, qrels, model : optional
+        Instead of ``labels_dir``: query texts and what answers them, checked against the
+        store and embedded with ``model`` (:func:`nudgekit.workflows.labels.build_labels`).
     table, id_column, vector_column : str, optional
         Table or collection, and columns (per-store defaults; see :func:`open_store`).
     method, gamma, val_k, device :
@@ -440,10 +443,27 @@ def apply_to_store(
         dimension or model mismatch, duplicate ids, NaN or zero vectors, a metric that
         does not suit the method.
     """
+    if queries is not None or labels_dir is None:
+        if queries is None or model is None or labels_dir is not None:
+            raise ValueError("give the labels: a labels folder, or queries with their model")
+        if isinstance(store, VectorStore):
+            raise ValueError("labels from texts need the store's spec, not an opened store")
+        from nudgekit.workflows.labels import temporary_labels
+
+        options = {"table": table, "id_column": id_column, "vector_column": vector_column}
+        with temporary_labels(
+            queries, qrels=qrels, model=model, store=str(store), **options
+        ) as built:
+            return apply_to_store(
+                store, built, method=method, gamma=gamma, val_k=val_k, metric=metric,
+                force_metric=force_metric, force_model=force_model, device=device,
+                dry_run=dry_run, reindex=reindex, batch_size=batch_size, progress=progress,
+                **options,
+            )  # fmt: skip
     started = time.perf_counter()
     timings: dict[str, float] = {}
     spec = method_spec(method, nudge=True)
-    model = spec.make_estimator(gamma=gamma, val_k=val_k, device=device)
+    estimator = spec.make_estimator(gamma=gamma, val_k=val_k, device=device)
     if metric is not None and metric not in METRICS:
         raise ValueError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     labels = load_labels(labels_dir)
@@ -461,7 +481,7 @@ def apply_to_store(
             metric_name, metric_source, warnings = _check_metric(
                 opened, spec, metric, force_metric, history
             )
-            used = ["train"] + (["val"] if model.searches_gamma else [])
+            used = ["train"] + (["val"] if estimator.searches_gamma else [])
             has_test = bool(labels.splits.get("test"))
             if has_test:
                 used.append("test")
@@ -471,16 +491,16 @@ def apply_to_store(
 
             tick = time.perf_counter()
             source = StoreSource(opened, batch_size)
-            problem = _problem(data, model.searches_gamma, source.n_records)
+            problem = _problem(data, estimator.searches_gamma, source.n_records)
             try:
-                model.fit_source(source, problem, progress=progress)
+                estimator.fit_source(source, problem, progress=progress)
             except CorpusError as err:
                 if "is not in the corpus" in str(err):
                     _check_label_ids(labels, opened, source.ids, used)  # names them all
                 raise
             _check_label_ids(labels, opened, source.ids, used)
             timings["read_and_fit"] = time.perf_counter() - tick
-            plan = _plan(opened, source, model)
+            plan = _plan(opened, source, estimator)
             changes = plan.changes
 
             test_before = test_after = None
@@ -506,18 +526,20 @@ def apply_to_store(
                 "kind": "apply",
                 "created": now_utc(),
                 "method": spec.name,
-                "gamma": float(model.gamma_),
-                "gamma_searched": model.searches_gamma,
-                "val_k": int(getattr(model, "val_k", 1)),
-                "validation_accuracy": model.validation_accuracy_,
+                "gamma": float(estimator.gamma_),
+                "gamma_searched": estimator.searches_gamma,
+                "val_k": int(getattr(estimator, "val_k", 1)),
+                "validation_accuracy": estimator.validation_accuracy_,
                 "n_records": source.n_records,
                 "dim": opened.dim,
                 "model": labels.meta.get("model"),
-                "n_changed": int(model.n_changed_),
+                "n_changed": int(estimator.n_changed_),
                 **plan.counts,
                 "n_stale_originals": source.n_stale,
                 "n_train_queries": len(labels.splits.get("train", [])),
-                "n_val_queries": len(labels.splits.get("val", [])) if model.searches_gamma else 0,
+                "n_val_queries": len(labels.splits.get("val", []))
+                if estimator.searches_gamma
+                else 0,
                 "n_test_queries": len(labels.splits.get("test", [])) if has_test else 0,
                 "metric": metric_name,
                 "metric_source": metric_source,

@@ -23,7 +23,7 @@ from nudgekit import engines
 from nudgekit.core import ProgressCallback, phase_counter
 from nudgekit.engines import EngineSettings
 from nudgekit.io.atomic import atomic_file, write_json
-from nudgekit.io.dataset import load_dataset, write_embeddings
+from nudgekit.io.dataset import load_dataset, load_matrix, write_embeddings
 from nudgekit.methods import method_spec
 from nudgekit.workflows.provenance import fit_record
 
@@ -37,6 +37,10 @@ def fit_dataset(
     val_k: int = 1,
     device: str | None = None,
     engine: EngineSettings | str = "local",
+    labels_dir: str | os.PathLike[str] | None = None,
+    queries: str | os.PathLike[str] | None = None,
+    qrels: str | os.PathLike[str] | None = None,
+    model: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Fit NUDGE on a dataset's train/val splits and write the new embeddings.
@@ -55,6 +59,12 @@ def fit_dataset(
     engine : EngineSettings or str
         Where the corpus pass runs: ``"local"`` (this process, the default), ``"ray"``, or
         settings with the cluster address, workers and block size.
+    labels_dir : path, optional
+        Take the queries, qrels and splits from this labels folder instead of the dataset's
+        (``nudgekit labels`` writes one).
+    queries, qrels, model : optional
+        Instead: query texts and what answers them (:func:`nudgekit.workflows.labels.build_labels`),
+        checked against the dataset's corpus ids and embedded with ``model``.
 
     Returns
     -------
@@ -62,6 +72,22 @@ def fit_dataset(
         The content of ``fit.json`` (method, γ, validation curve, changed rows, timings,
         versions). Nothing is written if any input is bad.
     """
+    if queries is not None:
+        from nudgekit.io.dataset import read_id_list
+        from nudgekit.workflows.labels import temporary_labels
+
+        root = Path(dataset_dir)
+        ids = read_id_list(
+            root / "corpus_ids.json", len(load_matrix(root / "corpus.npy")), "corpus.npy"
+        )
+        with temporary_labels(queries, qrels=qrels, model=model, corpus_ids=ids) as built:
+            report = fit_dataset(
+                dataset_dir, out_dir, method=method, gamma=gamma, val_k=val_k, device=device,
+                engine=engine, labels_dir=built, progress=progress,
+            )  # fmt: skip
+        report["labels_source"] = str(Path(queries).resolve())
+        write_json(Path(out_dir) / "fit.json", report)
+        return report
     started = time.perf_counter()
     spec = method_spec(method, nudge=True)
     model = spec.make_estimator(gamma=gamma, val_k=val_k, device=device)
@@ -72,6 +98,8 @@ def fit_dataset(
     from nudgekit.io.parquet import is_parquet_dataset  # pyarrow only when needed
 
     parquet = is_parquet_dataset(dataset_dir)
+    if parquet and labels_dir is not None:
+        raise ValueError("--labels works with a corpus.npy dataset; a Parquet one has its own")
     if not parquet and settings.engine != "local":
         raise ValueError(
             f"--engine {settings.engine} reads a Parquet corpus (a corpus/ folder of shards); "
@@ -83,7 +111,7 @@ def fit_dataset(
 
         data: Any = load_parquet_dataset(dataset_dir)
     else:
-        data = load_dataset(dataset_dir)
+        data = load_dataset(dataset_dir, labels_dir)
     timings = {"load": time.perf_counter() - tick}
     engines.fit(model, data, settings, progress=progress)
     timings.update(model.timings_)

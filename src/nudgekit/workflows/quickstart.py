@@ -6,7 +6,9 @@
 3. ``apply`` NUDGE to the store (only the changed rows are rewritten, originals kept),
    which measures retrieval quality on the held-out test queries before and after;
 4. pick a few test queries whose top result changed, to show what moved;
-5. fit the same method on the sample as a run directory and write its HTML report.
+5. fit the same method on the sample as a run directory and write its HTML report;
+6. write the labelled questions as a plain CSV too (``questions.csv``), the form users
+   have them in, for ``nudgekit labels`` and ``apply --queries``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from nudgekit.core import ProgressCallback
 from nudgekit.evaluation import search
+from nudgekit.io.atomic import atomic_file
 from nudgekit.io.dataset import load_dataset
 from nudgekit.io.sample import sample_dir
 from nudgekit.methods import method_spec
@@ -60,6 +63,7 @@ def run_quickstart(
     labels.mkdir(parents=True)
     for name in LABEL_FILES:
         shutil.copyfile(sample / name, labels / name)
+    _write_questions(root / "questions.csv", sample)
     _write_store(store_path, sample)
 
     record = apply_to_store(
@@ -87,6 +91,20 @@ def run_quickstart(
         "examples": examples,
         "report": report,
     }
+
+
+def _write_questions(path: Path, sample: Path) -> None:
+    """The sample's labelled questions as a user would have them: a CSV of (question, the
+    document that answers it) — what ``apply --queries`` and ``nudgekit labels`` read."""
+    import csv
+
+    queries = _read_jsonl(sample / "texts" / "queries.jsonl")
+    qrels = json.loads((sample / "qrels.json").read_text())
+    with atomic_file(path, "w") as f:
+        writer = csv.writer(f)
+        writer.writerow(["question", "doc_id"])
+        for qid, docs in qrels.items():
+            writer.writerows((queries[qid]["text"], doc) for doc in docs)
 
 
 def _write_store(path: Path, sample: Path) -> None:
