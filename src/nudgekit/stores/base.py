@@ -24,6 +24,7 @@ The NUDGE logic — which rows change, from which originals — lives in
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -429,6 +430,17 @@ class VectorStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def client_module(name: str, kind: str) -> Any:
+    """Import a store's client library, or say which extra installs it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise ImportError(
+            f"{kind} stores need the {name.split('.')[0]} package ({err}); install it with: "
+            f"pip install 'nudgekit[{kind}]'"
+        ) from None
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> np.ndarray:

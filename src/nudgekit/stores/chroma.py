@@ -38,6 +38,7 @@ from nudgekit.stores.base import (
     StoreError,
     VectorStore,
     checkpoint,
+    client_module,
 )
 from nudgekit.stores.ledger import DirectoryFiles, Ledger
 
@@ -80,14 +81,7 @@ class ChromaStore(VectorStore):
         write_batch: int | None = None,
     ) -> None:
         super().__init__(location, table)
-        try:
-            import chromadb
-        except ImportError as err:
-            raise ImportError(
-                f"chroma stores need the chromadb package ({err}); "
-                "install it with: pip install 'nudgekit[chroma]'"
-            ) from None
-        self._chromadb = chromadb
+        self._chromadb = client_module("chromadb", "chroma")
         if not table:
             raise StoreError("chroma stores need --table (the collection name)")
         if id_column or vector_column:

@@ -28,6 +28,7 @@ from nudgekit.stores.base import (
     StoreError,
     VectorStore,
     checkpoint,
+    client_module,
 )
 from nudgekit.stores.ledger import DirectoryFiles, Ledger
 
@@ -54,14 +55,7 @@ class FaissStore(VectorStore):
         vector_column: str | None = None,
     ) -> None:
         super().__init__(location, None)
-        try:
-            import faiss
-        except ImportError as err:
-            raise ImportError(
-                f"faiss stores need the faiss package ({err}); "
-                "install it with: pip install 'nudgekit[faiss]'"
-            ) from None
-        self._faiss = faiss
+        self._faiss = client_module("faiss", "faiss")
         if table or id_column or vector_column:
             raise StoreError(
                 "a faiss index file has no tables or columns: drop --table, --id-column and "

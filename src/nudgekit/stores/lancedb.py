@@ -28,6 +28,7 @@ from nudgekit.stores.base import (
     RowBatch,
     StoreError,
     VectorStore,
+    client_module,
 )
 from nudgekit.stores.ledger import DirectoryFiles, Ledger
 
@@ -61,15 +62,8 @@ class LanceDBStore(VectorStore):
         vector_column: str | None = None,
     ) -> None:
         super().__init__(location, table)
-        try:
-            import lancedb
-            import pyarrow as pa
-        except ImportError as err:
-            raise ImportError(
-                f"lancedb stores need the lancedb package ({err}); "
-                "install it with: pip install 'nudgekit[lancedb]'"
-            ) from None
-        self._pa = pa
+        lancedb = client_module("lancedb", "lancedb")
+        self._pa = client_module("pyarrow", "lancedb")
         if not table:
             raise StoreError("lancedb stores need --table (the table name)")
         if not self.location.is_dir():

@@ -27,6 +27,7 @@ from nudgekit.stores.base import (
     StoreError,
     VectorStore,
     checkpoint,
+    client_module,
 )
 from nudgekit.stores.ledger import DirectoryFiles, Ledger
 
@@ -62,13 +63,8 @@ class QdrantStore(VectorStore):
         write_batch: int = 256,
     ) -> None:
         super().__init__(location, table)
-        try:
-            from qdrant_client import QdrantClient, models
-        except ImportError as err:
-            raise ImportError(
-                f"qdrant stores need the qdrant-client package ({err}); "
-                "install it with: pip install 'nudgekit[qdrant]'"
-            ) from None
+        client = client_module("qdrant_client", "qdrant")
+        QdrantClient, models = client.QdrantClient, client.models
         self._models = models
         self.write_batch = write_batch
         if not table:
