@@ -120,10 +120,24 @@ def progress_bar(quiet: bool) -> Iterator[Callable[[str, int, int], None] | None
         yield update
 
 
+#: what a command reports as one line and exit code 2: bad input, a missing or unwritable
+#: file (any OS error: permissions, disk full, a path under a file), a missing extra
+ERRORS = (ValueError, OSError, ImportError)
+
+
 def fail(error: Exception) -> NoReturn:
     # the message is plain text: paths and JSON shapes may hold [brackets]
-    err.print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
+    err.print(Text.assemble(("error: ", "bold red"), message(error)), soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def message(error: Exception) -> str:
+    """One line for ``error``; an OS error names its path and what the system said."""
+    if isinstance(error, OSError) and error.strerror:
+        if error.filename is not None:
+            return f"{error.filename}: {error.strerror}"
+        return error.strerror
+    return " ".join(str(error).split("\n"))
 
 
 def labels_source(

@@ -13,6 +13,7 @@ from rich.table import Table
 from nudgekit.cli import _app
 from nudgekit.cli._app import (
     DATASET,
+    ERRORS,
     METHOD_HELP,
     START,
     EngineOption,
@@ -78,7 +79,7 @@ def fit(
                 engine=EngineSettings(engine, ray_address, quiet=quiet),
                 progress=progress,
             )
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except ERRORS as error:
         fail(error)
     if not quiet:
         acc = report["validation_accuracy"]
@@ -116,7 +117,7 @@ def evaluate(
             result = evaluate_dataset(
                 dataset_dir, embeddings=embeddings, split=split, k=k, progress=progress
             )
-    except (ValueError, FileNotFoundError) as error:
+    except ERRORS as error:
         fail(error)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
@@ -149,7 +150,7 @@ def demo(
     try:
         with progress_bar(quiet) as progress:
             rows = run_demo(out_dir, dataset_dir=dataset, progress=progress)
-    except (ValueError, FileNotFoundError) as error:
+    except ERRORS as error:
         fail(error)
     table = Table(title=f"test split of {dataset} ({rows[0]['n_queries']} queries)")
     for name in ("method", "γ", "changed", "fit s", "ndcg@10", "recall@10", "mrr@10", "acc@1"):

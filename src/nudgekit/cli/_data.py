@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import LABELS, Quiet, app, fail, progress_bar
+from nudgekit.cli._app import ERRORS, LABELS, Quiet, app, fail, progress_bar
 
 
 @app.command(rich_help_panel=LABELS)
@@ -82,7 +82,7 @@ def labels(
                 device=device,
                 progress=progress,
             )
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except ERRORS as error:
         fail(error)
     if not quiet:
         sizes = "/".join(str(meta["splits"].get(n, 0)) for n in ("train", "val", "test"))
@@ -139,7 +139,7 @@ def embed(
                 chunk_size=chunk_size,
                 progress=progress,
             )
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except ERRORS as error:
         fail(error)
     if not quiet:
         resumed = meta["corpus"]["resumed_rows"] + meta["queries"]["resumed_rows"]
@@ -179,7 +179,7 @@ def split(
 
     try:
         path, splits = write_splits(dataset_dir, ood=ood, seed=seed, out=out)
-    except (ValueError, FileNotFoundError) as error:
+    except ERRORS as error:
         fail(error)
     counts = ", ".join(f"{name} {len(ids):,}" for name, ids in splits.items())
     _app.out.print(f"{counts} → {path}", highlight=False, markup=False, soft_wrap=True)

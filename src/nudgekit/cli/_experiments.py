@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import RESEARCH, Quiet, app, fail, out
+from nudgekit.cli._app import ERRORS, RESEARCH, Quiet, app, fail, out
 
 DEFAULT_METHODS = "none,nudge-m,nudge-n"
 
@@ -80,7 +80,7 @@ def bench(
             params=parse_params(param or []),
             on_method=report,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except ERRORS as error:
         fail(error)
     table = bench_markdown(result)
     if out_dir is not None:

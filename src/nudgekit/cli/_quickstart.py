@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from nudgekit.cli._app import METHOD_HELP, START, Quiet, app, fail, out, progress_bar
+from nudgekit.cli._app import ERRORS, METHOD_HELP, START, Quiet, app, fail, out, progress_bar
 
 METRICS = ("ndcg@10", "recall@10", "mrr@10", "accuracy@1")
 
@@ -27,7 +27,7 @@ def quickstart(
     try:
         with progress_bar(quiet) as progress:
             result = run_quickstart(directory, method=method, progress=progress)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except ERRORS as error:
         fail(error)
     record = result["apply"]
     out.print(

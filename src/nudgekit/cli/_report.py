@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import DATASET, Quiet, app, fail, progress_bar
+from nudgekit.cli._app import DATASET, ERRORS, Quiet, app, fail, progress_bar
 
 
 @app.command(rich_help_panel=DATASET)
@@ -35,7 +35,7 @@ def report(
     try:
         with progress_bar(quiet) as progress:
             page = write_report(run_dir, out, dataset_dir, progress=progress)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except ERRORS as error:
         fail(error)
     if not quiet:
         _app.err.print(f"report → {page}", highlight=False, markup=False, soft_wrap=True)

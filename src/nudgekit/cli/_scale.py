@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import RESEARCH, Quiet, app, fail, progress_bar
+from nudgekit.cli._app import ERRORS, RESEARCH, Quiet, app, fail, progress_bar
 
 
 @app.command(rich_help_panel=RESEARCH)
@@ -34,7 +34,7 @@ def convert(
             summary = convert_to_parquet(
                 dataset_dir, out, shards=shards, row_group_rows=row_group_rows, progress=progress
             )
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except ERRORS as error:
         fail(error)
     if not quiet:
         _app.err.print(

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nudgekit.cli._app import (
+    ERRORS,
     METHOD_HELP,
     STORE,
     ModelOption,
@@ -49,8 +50,6 @@ VectorColumn = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-
-_ERRORS = (ValueError, FileNotFoundError, ImportError)
 
 
 @app.command(rich_help_panel=STORE)
@@ -129,7 +128,7 @@ def apply(
                 reindex=reindex,
                 progress=progress,
             )
-    except _ERRORS as error:
+    except ERRORS as error:
         fail(error)
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
@@ -201,7 +200,7 @@ def rollback(
             vector_column=vector_column,
             to_version=to_version,
         )
-    except _ERRORS as error:
+    except ERRORS as error:
         fail(error)
     if as_json:
         sys.stdout.write(json.dumps(record) + "\n")
@@ -244,7 +243,7 @@ def history(
         records = store_history(
             store, table=table, id_column=id_column, vector_column=vector_column
         )
-    except _ERRORS as error:
+    except ERRORS as error:
         fail(error)
     if as_json:
         sys.stdout.write(json.dumps(records) + "\n")

@@ -26,13 +26,23 @@ import numpy as np
 
 from nudgekit.core.backend import Backend, get_backend
 from nudgekit.core.blocks import ArraySource, BlockSource, CorpusError, normalised_rows
-from nudgekit.core.checks import RelevanceLike, check_gamma, check_matrix, check_relevance
+from nudgekit.core.checks import (
+    RelevanceLike,
+    check_gamma,
+    check_matrix,
+    check_relevance,
+    row_norms,
+)
 from nudgekit.core.corpus_pass import Advance, PassPlan, PassResult, corpus_pass
 from nudgekit.core.query_sums import query_sums
 from nudgekit.core.relevance import Relevance
 
 #: progress(phase, done, total) — called as long steps advance (done is cumulative).
 ProgressCallback = Callable[[str, int, int], None]
+
+#: The largest norm a new embedding may have: beyond it a record's scores swamp every
+#: other record's (and, a few orders of magnitude on, overflow float32 in a search).
+MAX_OUTPUT_NORM = 1e6
 
 #: run_pass(source, plan, progress=advance) -> PassResult: where the corpus pass runs.
 PassRunner = Callable[..., PassResult]
@@ -228,6 +238,11 @@ class NudgeEstimator(ABC):
         self.check_params()
         _check_labelled(problem, self.searches_gamma)
         tracked = self.tracked(problem)
+        if self.searches_gamma and self.fixed_k >= problem.n_records:
+            raise ValueError(
+                f"val_k {self.fixed_k} is not below the {problem.n_records} records: every "
+                "validation query would count as answered at every γ — choose a smaller val_k"
+            )
         queries = problem.val.queries if self.searches_gamma else None  # type: ignore[union-attr]
         k, block = self.fixed_k, int(self.query_block)
         if problem.label_ids is not None:
@@ -377,6 +392,7 @@ class NudgeEstimator(ABC):
         step = choice.gamma if choice.record_gamma is None else choice.record_gamma[moves]
         self.changed_rows_ = tracked[moves]
         self.changed_embeddings_ = self._update(v[moves], c[moves], step)
+        _check_outputs(self.changed_embeddings_, choice.gamma)
         self.original_embeddings_ = v[moves]
         self.n_changed_ = int(moves.sum())
         self.n_records_, self.dim_ = int(problem.n_records), int(problem.dim)
@@ -479,6 +495,20 @@ def _check_labelled(problem: FitProblem, searching: bool) -> None:
             raise ValueError(f"validation labels: query {qid} has no relevant record")
     if problem.train.relevance.nnz == 0:
         raise ValueError("train labels: no training query has a relevant record")
+
+
+def _check_outputs(embeddings: np.ndarray, gamma: float) -> None:
+    """Refuse a fit whose new embeddings are not finite and searchable (a huge γ)."""
+    if not len(embeddings):
+        return
+    norms = row_norms(np.asarray(embeddings))
+    largest = float(np.max(norms)) if np.isfinite(norms).all() else float("inf")
+    if largest > MAX_OUTPUT_NORM:
+        raise ValueError(
+            f"gamma {gamma:g} moves records to vectors of norm {largest:.3g} (at most "
+            f"{MAX_OUTPUT_NORM:g} stays searchable): their scores would swamp or overflow "
+            "every other record's — choose a smaller gamma"
+        )
 
 
 def curve_value(curve: dict[str, list[float]], gamma: float) -> float:

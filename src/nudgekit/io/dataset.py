@@ -16,6 +16,7 @@ Arrays are opened as read-only memory maps and never unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -148,12 +149,17 @@ def load_dataset(
     a query in two splits).
     """
     root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"dataset directory {root} is a file, not a directory")
     if not root.is_dir():
         raise FileNotFoundError(f"dataset directory {root} does not exist")
     source = Path(labels) if labels is not None else root
     if labels is not None and not source.is_dir():
         raise FileNotFoundError(f"labels directory {source} does not exist")
     needed = [(root, f) for f in REQUIRED_FILES[:2]] + [(source, f) for f in REQUIRED_FILES[2:]]
+    wrong = [d / f for d, f in needed if (d / f).exists() and not (d / f).is_file()]
+    if wrong:
+        raise ValueError(f"{wrong[0]} is a directory, expected a file")
     missing = [str(d / f) if labels is not None else f for d, f in needed if not (d / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{root}: missing {', '.join(missing)}")
@@ -177,6 +183,8 @@ def load_dataset(
 
 def load_matrix(path: Path) -> np.ndarray:
     """A 2-D float ``.npy`` file as a read-only memory map; refuses pickled arrays."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, expected a .npy file")
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     with open(path, "rb") as f:
@@ -228,11 +236,17 @@ def write_embeddings(
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file's content; invalid JSON is a ValueError naming the file."""
+    """A JSON file's content; anything unreadable is a ValueError naming the file."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, expected a JSON file")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: invalid JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
 def read_id_list(path: Path, expected: int, array_name: str) -> list[str]:
@@ -242,6 +256,9 @@ def read_id_list(path: Path, expected: int, array_name: str) -> list[str]:
         raise ValueError(f"{path}: expected a JSON list of ids")
     if len(ids) != expected:
         raise ValueError(f"{path}: {len(ids)} ids but {array_name} has {expected} rows")
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, str | int) or i == "":
+            raise ValueError(f"{path}: ids must be non-empty strings or integers, got {i!r}")
     ids = [str(i) for i in ids]
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
@@ -264,10 +281,13 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
 
 
 def _is_positive(grade: Any, path: Path, qid: str) -> bool:
-    if isinstance(grade, bool) or not isinstance(grade, int | float) or not np.isfinite(grade):
-        raise ValueError(
-            f"{path}: relevance of query {qid!r} must be a finite number, got {grade!r}"
-        )
+    try:
+        finite = not isinstance(grade, bool) and math.isfinite(float(grade))
+    except (TypeError, ValueError, OverflowError):  # 10**400 does not fit a float
+        finite = False
+    if not finite or not isinstance(grade, int | float):
+        shown = repr(grade) if len(repr(grade)) < 40 else repr(grade)[:37] + "..."
+        raise ValueError(f"{path}: relevance of query {qid!r} must be a finite number, got {shown}")
     return grade > 0
 
 

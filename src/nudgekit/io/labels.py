@@ -43,8 +43,13 @@ def load_labels(path: str | os.PathLike[str]) -> Labels:
     """Open a labels directory (``queries.npy``, ``query_ids.json``, ``qrels.json``,
     ``splits.json``, optional ``embed_meta.json``) and check that its parts agree."""
     root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"labels directory {root} is a file, not a directory")
     if not root.is_dir():
         raise FileNotFoundError(f"labels directory {root} does not exist")
+    wrong = [f for f in LABEL_FILES if (root / f).exists() and not (root / f).is_file()]
+    if wrong:
+        raise ValueError(f"{root / wrong[0]} is a directory, expected a file")
     missing = [f for f in LABEL_FILES if not (root / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{root}: missing {', '.join(missing)}")

@@ -11,9 +11,11 @@ The path from the command line to the math::
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import numpy as np
 from nudgekit import engines
 from nudgekit.core import ProgressCallback, phase_counter
 from nudgekit.engines import EngineSettings
-from nudgekit.io.atomic import atomic_file, write_json
+from nudgekit.io.atomic import atomic_dir, atomic_file, write_json
 from nudgekit.io.dataset import load_dataset, load_matrix, write_embeddings
 from nudgekit.methods import method_spec
 from nudgekit.workflows.provenance import fit_record
@@ -80,21 +82,38 @@ def fit_dataset(
         ids = read_id_list(
             root / "corpus_ids.json", len(load_matrix(root / "corpus.npy")), "corpus.npy"
         )
+        _check_out(Path(out_dir))  # before the queries are embedded
         with temporary_labels(queries, qrels=qrels, model=model, corpus_ids=ids) as built:
-            report = fit_dataset(
+            return _fit(
                 dataset_dir, out_dir, method=method, gamma=gamma, val_k=val_k, device=device,
                 engine=engine, labels_dir=built, progress=progress,
+                labels_source=str(Path(queries).resolve()),
             )  # fmt: skip
-        report["labels_source"] = str(Path(queries).resolve())
-        write_json(Path(out_dir) / "fit.json", report)
-        return report
+    return _fit(
+        dataset_dir, out_dir, method=method, gamma=gamma, val_k=val_k, device=device,
+        engine=engine, labels_dir=labels_dir, progress=progress,
+    )  # fmt: skip
+
+
+def _fit(
+    dataset_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    method: str,
+    gamma: float | None,
+    val_k: int,
+    device: str | None,
+    engine: EngineSettings | str,
+    labels_dir: str | os.PathLike[str] | None,
+    progress: ProgressCallback | None,
+    labels_source: str | None = None,
+) -> dict[str, Any]:
     started = time.perf_counter()
     spec = method_spec(method, nudge=True)
     model = spec.make_estimator(gamma=gamma, val_k=val_k, device=device)
     settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a directory")
+    _check_out(out)
     from nudgekit.io.parquet import is_parquet_dataset  # pyarrow only when needed
 
     parquet = is_parquet_dataset(dataset_dir)
@@ -113,20 +132,49 @@ def fit_dataset(
     else:
         data = load_dataset(dataset_dir, labels_dir)
     timings = {"load": time.perf_counter() - tick}
-    engines.fit(model, data, settings, progress=progress)
-    timings.update(model.timings_)
-    if "check_ids_s" in model.pass_stats_:
-        timings["check_ids"] = model.pass_stats_.pop("check_ids_s")
+    # every input is read and checked; the output folder is made (and so known writable)
+    # before the fit runs, written whole, and published in one step
+    with _writer_lock(out), atomic_dir(out) as work:
+        engines.fit(model, data, settings, progress=progress)
+        timings.update(model.timings_)
+        if "check_ids_s" in model.pass_stats_:
+            timings["check_ids"] = model.pass_stats_.pop("check_ids_s")
+        tick = time.perf_counter()
+        record = _write_outputs(work, out, model, data, parquet, dataset_dir, settings, progress)
+        labelled, unlabelled = training_queries(data)
+        timings["write"] = time.perf_counter() - tick
+        record = fit_record(
+            spec.name,
+            model,
+            started=started,
+            timings=timings,
+            n_train_queries=labelled,
+            n_val_queries=len(data.splits["val"]) if model.searches_gamma else 0,
+            n_train_queries_without_labels=unlabelled,
+            **record,
+            **({"labels_source": labels_source} if labels_source else {}),
+        )
+        write_json(work / "fit.json", record)
+    return record
 
-    tick = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+
+def _write_outputs(
+    work: Path,
+    out: Path,
+    model: Any,
+    data: Any,
+    parquet: bool,
+    dataset_dir: str | os.PathLike[str],
+    settings: EngineSettings,
+    progress: ProgressCallback | None,
+) -> dict[str, Any]:
+    """Write the fit's files into ``work`` (published as ``out``); return where they are."""
     where: dict[str, Any]
     if parquet:
         from nudgekit.io.parquet import write_changed_rows
 
-        changed = out / "changed.parquet"
         write_changed_rows(
-            changed,
+            work / "changed.parquet",
             [i.decode("utf-8") for i in model.changed_ids_.tolist()],  # type: ignore[union-attr]
             model.changed_embeddings_,
             model.original_embeddings_,
@@ -137,35 +185,77 @@ def fit_dataset(
             "shards": len(data.corpus.paths),
             "dataset": str(Path(dataset_dir).resolve()),
             "embeddings": None,
-            "changed": str(changed.resolve()),
+            "changed": str((out / "changed.parquet").resolve()),
             "model": data.meta.get("model"),
             "engine_stats": {**model.pass_stats_, "block_rows": settings.block_rows},
         }
     else:
         write_embeddings(
-            out / "embeddings.npy",
+            work / "embeddings.npy",
             _reporting(model.iter_transform(data.corpus), progress, data.n_records),
             (data.n_records, data.dim),
         )
-        with atomic_file(out / "changed_rows.npy") as f:
+        with atomic_file(work / "changed_rows.npy") as f:
             np.save(f, model.changed_rows_.astype(np.int64), allow_pickle=False)
         where = {
             "dataset": str(Path(dataset_dir).resolve()),
             "embeddings": str((out / "embeddings.npy").resolve()),
             "model": data.meta.get("model"),
         }
-    timings["write"] = time.perf_counter() - tick
-    record = fit_record(
-        spec.name,
-        model,
-        started=started,
-        timings=timings,
-        n_train_queries=len(data.splits["train"]),
-        n_val_queries=len(data.splits["val"]) if model.searches_gamma else 0,
-        **where,
-    )
-    write_json(out / "fit.json", record)
-    return record
+    return where
+
+
+#: What a fit (and a report of it) writes into its folder: --out may hold only these.
+OUTPUTS = ("embeddings.npy", "changed_rows.npy", "changed.parquet", "fit.json", "report.html")
+
+
+def _check_out(out: Path) -> None:
+    """--out is a new folder, or one a fit wrote (it is replaced whole): never a folder of
+    the user's other files, which publishing the new run would remove."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a directory")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ValueError(f"--out {out}: {blocked} is a file, not a directory")
+    if out.is_dir():
+        others = sorted(
+            p.name for p in out.iterdir() if p.name not in OUTPUTS and p.suffix != ".png"
+        )
+        if others:
+            raise ValueError(
+                f"--out {out} holds files a fit did not write ({', '.join(others[:3])}"
+                + (", ..." if len(others) > 3 else "")
+                + "); a fit replaces its folder whole — choose a new or empty one"
+            )
+
+
+@contextmanager
+def _writer_lock(out: Path) -> Iterator[None]:
+    """One fit at a time into ``out``: a second stops at once with a clear line."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f".{out.name}.nudgekit-lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"another nudgekit fit is writing --out {out}; nothing was written — run "
+                "again when it has finished, or choose another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def training_queries(data: Any) -> tuple[int, int]:
+    """Training queries with a relevant record, and without one (those teach nothing)."""
+    ids = data.splits["train"]
+    labelled = sum(1 for q in ids if data.qrels.get(q))
+    return labelled, len(ids) - labelled
 
 
 def _reporting(

@@ -36,6 +36,7 @@ def fit_record(
     timings: dict[str, float],
     n_train_queries: int,
     n_val_queries: int,
+    n_train_queries_without_labels: int = 0,
     **where: Any,
 ) -> dict[str, Any]:
     """The content of ``fit.json``: method, what the model learned, sizes, where, when.
@@ -56,6 +57,7 @@ def fit_record(
         "dim": estimator.dim_,
         "n_train_queries": n_train_queries,
         "n_val_queries": n_val_queries,
+        "n_train_queries_without_labels": n_train_queries_without_labels,
         "device": estimator.device or "cpu",
         **learned,
         **where,
