@@ -305,7 +305,7 @@ def test_validation_query_without_relevant_record(written, tmp_path):
         (("--gamma", "-0.5"), ("gamma must be a finite number >= 0",)),
         (("--gamma", "nan"), ("gamma must be a finite number >= 0",)),
         (("--method", "nudge-n", "--gamma", "4.5"), ("[0, 4]", "NUDGE-N")),
-        (("--val-k", "0"), ("val_k must be a positive integer",)),
+        (("--method", "nudge-n", "--val-k", "0"), ("val_k must be a positive integer",)),
     ],
     ids=[
         "unknown-method",

@@ -54,7 +54,7 @@ def test_bench_cli_writes_json_and_markdown(dataset, tmp_path):
     result = CliRunner().invoke(app, ["bench", str(dataset), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "bench.json").read_text())
-    assert [row["method"] for row in saved["methods"]] == ["none", "nudge-m", "nudge-n"]
+    assert [row["method"] for row in saved["methods"]] == ["none", "nudge-m", "nudge-n", "nudge-cv"]
     assert (out / "bench.md").read_text() in result.stdout
 
 

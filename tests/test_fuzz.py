@@ -284,7 +284,7 @@ CASES: list[Case] = [
     ("gamma above 4 for NUDGE-N", lambda w: fit_args(w, "--gamma", "5"), "in [0, 4]"),
     (
         "val-k as large as the corpus",
-        lambda w: fit_args(w, "--val-k", "5000"),
+        lambda w: fit_args(w, "--method", "nudge-n", "--val-k", "5000"),
         "val_k 5000 is not below",
     ),
     (
@@ -499,7 +499,7 @@ def test_a_killed_fit_leaves_the_old_run_or_the_new_one(tmp_path):
         proc.wait(timeout=60)
         fit = complete_run(world.out)
         outcomes.add(fit["method"])
-        assert fit["method"] in ("nudge-m", "nudge-n")
+        assert fit["method"] in ("nudge-m", "nudge-cv")
         if fit["method"] == "nudge-m":
             assert fit["created"] == old_fit["created"]  # untouched, not half-replaced
         assert sorted(p.name for p in world.out.iterdir()) == [
@@ -507,7 +507,7 @@ def test_a_killed_fit_leaves_the_old_run_or_the_new_one(tmp_path):
             "embeddings.npy",
             "fit.json",
         ]
-    assert outcomes <= {"nudge-m", "nudge-n"}
+    assert outcomes <= {"nudge-m", "nudge-cv"}
 
 
 def test_two_fits_into_one_folder_one_wins_the_other_says_why(tmp_path):

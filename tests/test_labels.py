@@ -275,7 +275,7 @@ def test_apply_takes_the_texts_directly(store, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "nudge-n: γ =" in result.stdout and "wrote" in result.stdout
+    assert "nudge-cv: γ =" in result.stdout and "wrote" in result.stdout
 
 
 def test_fit_takes_a_labels_folder_or_the_texts(tmp_path):

@@ -206,6 +206,37 @@ def test_row_norms_are_float64_norms_up_to_float32_rounding(seed, d, scale):
     assert np.isnan(row_norms(x)[5])
 
 
+@settings(SETTINGS, max_examples=80)
+@given(
+    seed=st.integers(0, 10_000),
+    rows=st.integers(1, 40),
+    k=st.integers(1, 12),
+    columns=st.one_of(st.integers(1, 2_047), st.integers(2_048, 6_000)),
+    kind=st.sampled_from(["normal", "ties", "minus_inf", "rising"]),
+    start=st.sampled_from(["empty", "normal", "high"]),
+)
+def test_merge_top_k_values_keeps_the_k_largest_of_both(seed, rows, k, columns, kind, start):
+    # the strided-group shortcut must give exactly the partition's values, ties and -inf
+    # included; it is taken with 2,048+ columns when few groups beat the k-th best ("high")
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(rows, columns)).astype(np.float32)
+    if kind == "ties":
+        scores = np.floor(scores * 2)
+    elif kind == "minus_inf":
+        scores[rng.random(scores.shape) < 0.3] = -np.inf
+    elif kind == "rising":  # late columns win: many groups gain in every block
+        scores += np.linspace(0, 3, columns, dtype=np.float32)
+    best = {
+        "empty": np.full((rows, k), -np.inf, np.float32),
+        "normal": rng.normal(size=(rows, k)).astype(np.float32),
+        "high": rng.normal(2.5, 0.3, size=(rows, k)).astype(np.float32),
+    }[start]
+    xp = get_backend(None)
+    expected = np.sort(xp.top_k_values(np.concatenate([best, scores], axis=1), k), axis=1)
+    got = np.sort(xp.merge_top_k_values(best, scores), axis=1)
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("method", [NudgeN, NudgeM])
 def test_results_do_not_depend_on_block_sizes(method, problem):
     p = problem

@@ -5,8 +5,8 @@ embeddings of the records that training queries point to, within a constraint, w
 step size chosen on validation queries.
 """
 
-from nudgekit.core import NudgeM, NudgeN, Relevance
+from nudgekit.core import NudgeCV, NudgeM, NudgeN, Relevance
 
 __version__ = "0.1.0"
 
-__all__ = ["NudgeM", "NudgeN", "Relevance", "__version__"]
+__all__ = ["NudgeCV", "NudgeM", "NudgeN", "Relevance", "__version__"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +83,36 @@ ModelOption = Annotated[
 ]
 
 
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        help="NAME=VALUE, a parameter of the method (repeatable; VALUE is JSON or a string), "
+        "e.g. --param cv=val (nudge-cv's cheaper mode), --method nudge-m --param "
+        "criterion=ndcg. Each method's parameters: its Python class.",
+    ),
+]
+
+
+def parse_value(text: str) -> Any:
+    """A --param value: JSON where it parses (numbers, lists, true), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def method_params(items: list[str] | None) -> dict[str, Any]:
+    """``["cv=val", "folds=10"]`` as ``{"cv": "val", "folds": 10}``."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, text = item.partition("=")
+        if not (sep and name.strip()):
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE")
+        params[name.strip()] = parse_value(text)
+    return params
+
+
 #: help panels, in the order ``nudgekit --help`` lists them: the main job first
 START = "Start here"
 STORE = "Your vector store"
@@ -91,8 +122,9 @@ RESEARCH = "Experiments and scale"
 
 #: --method of fit, apply and quickstart (the NUDGE methods of the registry).
 METHOD_HELP = (
-    "nudge-n (unit-norm output) or nudge-m (search by dot product); also nudge-mn, "
-    "nudge-s, nudge-im, nudge-in, nudge-n-clustered (see `nudgekit bench --list`)."
+    "nudge-cv (the default: NUDGE-N or shrink chosen by cross-validation, refitted on "
+    "train+val), nudge-n or nudge-m as in the paper (nudge-m: search by dot product); also "
+    "nudge-mn, nudge-s, nudge-im, nudge-in, nudge-n-clustered (`nudgekit bench --list`)."
 )
 
 

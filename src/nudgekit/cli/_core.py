@@ -18,6 +18,7 @@ from nudgekit.cli._app import (
     START,
     EngineOption,
     ModelOption,
+    ParamOption,
     QrelsOption,
     QueriesOption,
     Quiet,
@@ -25,6 +26,7 @@ from nudgekit.cli._app import (
     app,
     fail,
     labels_source,
+    method_params,
     out,
     progress_bar,
 )
@@ -34,11 +36,12 @@ from nudgekit.cli._app import (
 def fit(
     dataset_dir: Annotated[Path, typer.Argument(help="Embedded dataset directory.")],
     out: Annotated[Path, typer.Option("--out", help="Where to write embeddings.npy and fit.json.")],
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "nudge-n",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "nudge-cv",
     gamma: Annotated[
         float | None, typer.Option(help="Fixed step size γ (skips the validation search).")
     ] = None,
     val_k: Annotated[int, typer.Option(help="NUDGE-N: pick γ by top-k validation accuracy.")] = 1,
+    param: ParamOption = None,
     device: Annotated[
         str | None, typer.Option(help="cpu (numpy, default), torch, cuda, cuda:N ...")
     ] = None,
@@ -75,6 +78,7 @@ def fit(
                 method=method,
                 gamma=gamma,
                 val_k=val_k,
+                params=method_params(param),
                 device=device,
                 engine=EngineSettings(engine, ray_address, quiet=quiet),
                 progress=progress,
@@ -142,7 +146,7 @@ def demo(
     ] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Fit NUDGE-N and NUDGE-M on the bundled sample and compare test metrics."""
+    """Fit the default, NUDGE-N and NUDGE-M on the bundled sample; compare test metrics."""
     from nudgekit.io.sample import sample_dir
     from nudgekit.workflows.demo import run_demo
 

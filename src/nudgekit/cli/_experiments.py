@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from nudgekit.cli import _app
-from nudgekit.cli._app import ERRORS, RESEARCH, Quiet, app, fail, out
+from nudgekit.cli._app import ERRORS, RESEARCH, Quiet, app, fail, out, parse_value
 
-DEFAULT_METHODS = "none,nudge-m,nudge-n"
+DEFAULT_METHODS = "none,nudge-m,nudge-n,nudge-cv"
 
 
 @app.command(rich_help_panel=RESEARCH)
@@ -100,9 +99,6 @@ def parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
         method, dot, name = key.partition(".")
         if not (sep and dot and method and name):
             raise ValueError(f"--param {item!r}: expected METHOD.NAME=VALUE")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
+        value = parse_value(text)
         params.setdefault(method, {})[name] = value
     return params

@@ -18,7 +18,7 @@ def quickstart(
     directory: Annotated[
         Path, typer.Option("--dir", help="Folder for the store, labels, run and report.")
     ] = Path("nudgekit-quickstart"),
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "nudge-n",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "nudge-cv",
     quiet: Quiet = False,
 ) -> None:
     """Sample → LanceDB store → NUDGE applied in place → before/after → report."""

@@ -16,6 +16,7 @@ from nudgekit.cli._app import (
     METHOD_HELP,
     STORE,
     ModelOption,
+    ParamOption,
     QrelsOption,
     QueriesOption,
     Quiet,
@@ -23,6 +24,7 @@ from nudgekit.cli._app import (
     err,
     fail,
     labels_source,
+    method_params,
     out,
     progress_bar,
 )
@@ -69,11 +71,12 @@ def apply(
     table: TableName = None,
     id_column: IdColumn = None,
     vector_column: VectorColumn = None,
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "nudge-n",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "nudge-cv",
     gamma: Annotated[
         float | None, typer.Option(help="Fixed step size γ (skips the validation search).")
     ] = None,
     val_k: Annotated[int, typer.Option(help="NUDGE-N: pick γ by top-k validation accuracy.")] = 1,
+    param: ParamOption = None,
     metric: Annotated[
         str | None,
         typer.Option(help="dot, cosine or l2: how you search a store that cannot tell."),
@@ -120,6 +123,7 @@ def apply(
                 method=method,
                 gamma=gamma,
                 val_k=val_k,
+                params=method_params(param),
                 metric=metric,
                 force_metric=force_metric,
                 force_model=force_model,

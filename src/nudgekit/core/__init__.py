@@ -50,6 +50,7 @@ from nudgekit.core.estimator import (
     phase_counter,
 )
 from nudgekit.core.iterative import NudgeIM, NudgeIN
+from nudgekit.core.nudge_cv import NudgeCV
 from nudgekit.core.nudge_m import NudgeM
 from nudgekit.core.nudge_mn import NudgeMN
 from nudgekit.core.nudge_n import NudgeN
@@ -67,6 +68,7 @@ __all__ = [
     "FitProblem",
     "GammaChoice",
     "LabelledQueries",
+    "NudgeCV",
     "NudgeEstimator",
     "NudgeIM",
     "NudgeIN",

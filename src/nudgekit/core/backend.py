@@ -15,6 +15,10 @@ import numpy as np
 
 Array = Any  # np.ndarray or torch.Tensor
 
+#: strided column groups of :meth:`Backend.merge_top_k_values` (fewer: a cheaper group
+#: maximum, more candidates to look into; 512 was fastest at 2,048 × 8,192 on this machine)
+MERGE_GROUPS = 512
+
 
 class Backend:
     """numpy implementation; :class:`TorchBackend` overrides what torch spells differently."""
@@ -63,6 +67,46 @@ class Backend:
         if k >= x.shape[1]:
             return x
         return np.partition(x, x.shape[1] - k, axis=1)[:, x.shape[1] - k :]
+
+    def merge_top_k_values(self, best: Array, scores: Array) -> Array:
+        """``best`` (V × k, each row's k largest values so far, any order) updated with
+        ``scores`` (V × n): the k largest of each row of both, in no particular order.
+
+        Only scores above a row's current k-th best can enter, and after the first blocks
+        of a pass few do. Each row's columns are dealt into :data:`MERGE_GROUPS` strided
+        groups (column j into group j mod G); one pass takes every group's maximum, and
+        only the groups whose maximum beats the row's threshold are looked into. That
+        costs about a row maximum (the k = 1 pass) instead of partitioning k + n values
+        per row, and gives the same values as the partition.
+        """
+        k = best.shape[1]
+        n_rows, n = scores.shape
+        width = MERGE_GROUPS
+        main = n - n % width
+        if main < 4 * width:  # too few columns for groups to pay
+            return self.top_k_values(np.concatenate([best, scores], axis=1), k)
+        threshold = best.min(axis=1)[:, None]
+        grouped = scores[:, :main].reshape(n_rows, main // width, width)  # a view
+        row, group = np.nonzero(grouped.max(axis=1) > threshold)
+        if 8 * len(row) > n_rows * width:  # the first blocks: most groups gain
+            return self.top_k_values(np.concatenate([best, scores], axis=1), k)
+        values = grouped[row, :, group]  # (candidate groups, main / width)
+        at_row, at_col = np.nonzero(values > threshold[row])
+        tail = scores[:, main:]
+        tail_row, tail_col = np.nonzero(tail > threshold)
+        rows = np.concatenate([row[at_row], tail_row])
+        if len(rows) == 0:
+            return best
+        entering = np.concatenate([values[at_row, at_col], tail[tail_row, tail_col]])
+        hit = np.unique(rows)
+        all_rows = np.concatenate([np.repeat(hit, k), rows])
+        all_values = np.concatenate([best[hit].ravel(), entering])
+        order = np.lexsort((-all_values, all_rows))
+        sorted_rows = all_rows[order]
+        rank = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows)
+        out = best.copy()
+        out[hit] = all_values[order][rank < k].reshape(len(hit), k)
+        return out
 
 
 class TorchBackend(Backend):
@@ -117,6 +161,10 @@ class TorchBackend(Backend):
         if k >= x.shape[1]:
             return x
         return self.torch.topk(x, k, dim=1, sorted=False).values
+
+    def merge_top_k_values(self, best: Array, scores: Array) -> Array:
+        # one topk over both: on a GPU that beats the ragged bookkeeping of numpy's merge
+        return self.top_k_values(self.torch.cat([best, scores], dim=1), best.shape[1])
 
 
 def get_backend(device: str | None = None) -> Backend:

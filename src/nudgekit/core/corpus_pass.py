@@ -259,7 +259,7 @@ def merge_top_k(xp: Backend, queries: Any, rows: np.ndarray, best: Any, query_bl
         if k == 1:
             best[part, 0] = xp.maximum(best[part, 0], xp.amax(scores, axis=1))
         else:
-            best[part] = xp.top_k_values(xp.concat([best[part], scores], axis=1), k)
+            best[part] = xp.merge_top_k_values(best[part], scores)
 
 
 def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -178,6 +178,11 @@ class NudgeEstimator(ABC):
         return self.gamma is None
 
     @property
+    def uses_val(self) -> bool:
+        """Whether the fit needs the validation queries (to choose γ, or to fit on)."""
+        return self.searches_gamma
+
+    @property
     def fixed_k(self) -> int:
         """Best scores among the records that do not move that the γ search needs per
         validation query (what the corpus pass keeps); 0 when γ is fixed."""
@@ -208,7 +213,7 @@ class NudgeEstimator(ABC):
             query_ids=train_query_ids,
         )
         val = None
-        if self.searches_gamma:
+        if self.uses_val:
             if val_queries is None or val_relevant is None:
                 raise ValueError("validation queries and labels are needed to choose gamma")
             val_q = check_matrix(val_queries, "validation queries", dim=dim)
@@ -229,20 +234,17 @@ class NudgeEstimator(ABC):
         every record relevant to a validation query. All other rows only feed each
         validation query's best ``fixed_k`` scores."""
         rows = np.unique(problem.train.relevance.indices)
-        if self.searches_gamma and problem.val is not None:
+        if self.uses_val and problem.val is not None:
             rows = np.union1d(rows, problem.val.relevance.indices)
         return rows.astype(np.int64)
 
     def pass_plan(self, problem: FitProblem) -> PassPlan:
         """The corpus pass this fit needs."""
         self.check_params()
-        _check_labelled(problem, self.searches_gamma)
+        _check_labelled(problem, self.uses_val)
         tracked = self.tracked(problem)
-        if self.searches_gamma and self.fixed_k >= problem.n_records:
-            raise ValueError(
-                f"val_k {self.fixed_k} is not below the {problem.n_records} records: every "
-                "validation query would count as answered at every γ — choose a smaller val_k"
-            )
+        if self.searches_gamma:
+            self._check_k(problem.n_records)
         queries = problem.val.queries if self.searches_gamma else None  # type: ignore[union-attr]
         k, block = self.fixed_k, int(self.query_block)
         if problem.label_ids is not None:
@@ -342,7 +344,7 @@ class NudgeEstimator(ABC):
         tracked records only. ``problem`` has labels over corpus rows; ``result`` is the
         pass of :meth:`pass_plan`. The model ends in the state :meth:`fit` leaves it in."""
         self.check_params()
-        _check_labelled(problem, self.searches_gamma)
+        _check_labelled(problem, self.uses_val)
         timings = dict(timings or {})
         tick = time.perf_counter()
         tracked = self.tracked(problem)
@@ -354,25 +356,15 @@ class NudgeEstimator(ABC):
                 f"tracked vectors have shape {v.shape}, expected {(len(tracked), problem.dim)}"
             )
         xp = get_backend(self.device)
-        moved_rows, g = query_sums(problem.train.queries, problem.train.relevance)
+        fit = self._fit_labels(problem)
+        moved_rows, g = query_sums(fit.queries, fit.relevance)
         c = np.zeros_like(v)
         c[np.searchsorted(tracked, moved_rows)] = self._direction(g)
         timings["prepare"] = timings.get("prepare", 0.0) + time.perf_counter() - tick
 
         if self.searches_gamma:
-            val = problem.val
-            fixed = result.fixed
-            if val is None or fixed is None or np.shape(fixed) != (len(val.queries), self.fixed_k):
-                raise ValueError(
-                    f"the corpus pass returned fixed scores of shape {np.shape(fixed)}, "
-                    f"expected {(len(val.queries) if val else 0, self.fixed_k)}"
-                )
             tick = time.perf_counter()
-            rel = val.relevance
-            local = Relevance(
-                rel.indptr, np.searchsorted(tracked, rel.indices), rel.grades, len(tracked)
-            )
-            choice = self._choose_gamma(xp, val.queries, v, c, fixed, local)
+            choice = self._select(xp, problem, tracked, v, c, result)
             timings["search_gamma"] = time.perf_counter() - tick
         else:
             choice = self._fixed_choice()
@@ -389,6 +381,7 @@ class NudgeEstimator(ABC):
             else choice.record_gamma
         )
         moves = self._movable(v, c, choice) & (gammas > 0)
+        self._prepare_update(fit.relevance, tracked, moves)
         step = choice.gamma if choice.record_gamma is None else choice.record_gamma[moves]
         self.changed_rows_ = tracked[moves]
         self.changed_embeddings_ = self._update(v[moves], c[moves], step)
@@ -451,6 +444,43 @@ class NudgeEstimator(ABC):
     def _learned(self) -> dict[str, Any]:
         """Method-specific results for :meth:`summary`."""
         return {}
+
+    def _check_k(self, n_records: int) -> None:
+        """Refuse a top-k accuracy criterion that no γ can change."""
+        if self.fixed_k >= n_records:
+            raise ValueError(
+                f"val_k {self.fixed_k} is not below the {n_records} records: every "
+                "validation query would count as answered at every γ — choose a smaller val_k"
+            )
+
+    def _fit_labels(self, problem: FitProblem) -> LabelledQueries:
+        """The labelled queries whose sums move the records (the training queries)."""
+        return problem.train
+
+    def _select(
+        self,
+        xp: Backend,
+        problem: FitProblem,
+        tracked: np.ndarray,
+        v: np.ndarray,
+        c: np.ndarray,
+        result: PassResult,
+    ) -> GammaChoice:
+        """Choose γ on the validation queries (the fixed scores of ``result``)."""
+        val, fixed = problem.val, result.fixed
+        if val is None or fixed is None or np.shape(fixed) != (len(val.queries), self.fixed_k):
+            raise ValueError(
+                f"the corpus pass returned fixed scores of shape {np.shape(fixed)}, "
+                f"expected {(len(val.queries) if val else 0, self.fixed_k)}"
+            )
+        rel = val.relevance
+        local = Relevance(
+            rel.indptr, np.searchsorted(tracked, rel.indices), rel.grades, len(tracked)
+        )
+        return self._choose_gamma(xp, val.queries, v, c, fixed, local)
+
+    def _prepare_update(self, fit: Relevance, tracked: np.ndarray, moves: np.ndarray) -> None:  # noqa: B027
+        """Called before :meth:`_update` with the fitting labels and the moving records."""
 
     def _fixed_choice(self) -> GammaChoice:
         """The choice when γ is fixed (no validation search)."""

@@ -12,13 +12,22 @@ score among them, which the corpus pass (:mod:`nudgekit.core.corpus_pass`) compu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from nudgekit.core.backend import Backend
+from nudgekit.core.checks import check_gamma
 from nudgekit.core.estimator import GammaChoice, NudgeEstimator, curve_value
+from nudgekit.core.nudge_n import grid_hits
 from nudgekit.core.relevance import Relevance
+
+#: γ grid of ``criterion="ndcg"`` (a ranking metric has no exact sweep): 0 to 8, finer low
+NDCG_GAMMAS: tuple[float, ...] = (
+    0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0,
+)  # fmt: skip
+CRITERIA = ("top1", "ndcg")
 
 
 def unit_directions(g: np.ndarray) -> np.ndarray:
@@ -186,8 +195,14 @@ class NudgeM(NudgeEstimator):
     Parameters
     ----------
     gamma : float, optional
-        Fixed step size; ``None`` (default) picks the γ that maximises validation top-1
-        accuracy exactly (interval sweep).
+        Fixed step size; ``None`` (default) searches it on the validation queries.
+    criterion : {"top1", "ndcg"}
+        ``"top1"`` (default, as the paper and nudge-ft): the γ that maximises validation
+        top-1 accuracy exactly (interval sweep). ``"ndcg"``: the γ of ``gammas`` with the
+        best mean validation NDCG@``k`` (first maximum: the smallest γ) — top-1's optimum
+        can be far too large where queries have several relevant records.
+    k, gammas :
+        The cut-off and the grid of ``criterion="ndcg"``.
     device : str, optional
         ``None``/``"cpu"`` for numpy, ``"torch"`` for torch on the CPU, ``"cuda"`` etc.
     block_rows, query_block, block_elements : int
@@ -198,7 +213,8 @@ class NudgeM(NudgeEstimator):
     gamma_ : float
     validation_curve_ : dict or None
         ``{"gamma": [...], "accuracy": [...]}``: top-1 validation accuracy as a step
-        function, value at and right of each breakpoint.
+        function, value at and right of each breakpoint (``"ndcg"``: NDCG at each grid
+        point, and ``"criterion"``).
     validation_accuracy_ : float or None
         Validation accuracy at ``gamma_`` (None when γ was fixed).
     changed_rows_ : int64 array
@@ -227,15 +243,61 @@ class NudgeM(NudgeEstimator):
     True
     """
 
-    gamma_search = "sweep"
+    def __init__(
+        self,
+        gamma: float | None = None,
+        *,
+        criterion: str = "top1",
+        k: int = 10,
+        gammas: Sequence[float] = NDCG_GAMMAS,
+        device: str | None = None,
+        block_rows: int = 8192,
+        query_block: int = 2048,
+        block_elements: int = 1 << 24,
+    ) -> None:
+        super().__init__(
+            gamma,
+            device=device,
+            block_rows=block_rows,
+            query_block=query_block,
+            block_elements=block_elements,
+        )
+        self.criterion = criterion
+        self.k = k
+        self.gammas = gammas
+
+    @property
+    def gamma_search(self) -> str:  # type: ignore[override]
+        return "sweep" if self.criterion == "top1" else "grid"
+
+    def check_params(self) -> None:
+        super().check_params()
+        if self.criterion not in CRITERIA:
+            raise ValueError(
+                f"criterion must be one of {', '.join(CRITERIA)}, got {self.criterion!r}"
+            )
+        if self.criterion == "ndcg":
+            if int(self.k) != self.k or self.k < 1:
+                raise ValueError(f"k must be a positive integer, got {self.k!r}")
+            if len(self.gammas) == 0:
+                raise ValueError("gammas: the grid is empty")
+            for g in self.gammas:
+                check_gamma(g, "gammas")
 
     def _direction(self, g: np.ndarray) -> np.ndarray:
         return unit_directions(g)
 
     def _fixed_k(self) -> int:
-        return 1
+        return 1 if self.criterion == "top1" else int(self.k)
+
+    def _check_k(self, n_records: int) -> None:
+        # NDCG@k still ranks when k covers the whole corpus (the pass pads with -inf)
+        if self.criterion == "top1":
+            super()._check_k(n_records)
 
     def _choose_gamma(self, xp, val_q, v, c, fixed, rel) -> GammaChoice:  # type: ignore[override]
+        if self.criterion == "ndcg":
+            return self._choose_by_ndcg(xp, val_q, v, c, fixed, rel)
         query, lower, upper = winning_intervals(
             xp, val_q, v, c, fixed[:, 0], rel, block_elements=self.block_elements
         )
@@ -243,6 +305,31 @@ class NudgeM(NudgeEstimator):
         accuracy = result.covered / len(val_q)
         curve = {"gamma": result.gammas.tolist(), "accuracy": accuracy.tolist()}
         return GammaChoice(result.best_gamma, curve, curve_value(curve, result.best_gamma))
+
+    def _choose_by_ndcg(self, xp, val_q, v, c, fixed, rel) -> GammaChoice:  # type: ignore[no-untyped-def]
+        """The γ of the grid with the best mean validation NDCG@k; X̂ = v + γ·c is scored
+        in span(v, c) as NUDGE-N's grid is, its norm bounded at the largest γ."""
+        k = int(self.k)
+        gammas = tuple(float(g) for g in self.gammas)
+        vv = np.einsum("ij,ij->i", v, v, dtype=np.float64)
+        vc = np.einsum("ij,ij->i", v, c, dtype=np.float64)
+        cc = np.einsum("ij,ij->i", c, c, dtype=np.float64)
+        norms2 = [vv + 2 * g * vc + g * g * cc for g in gammas]
+        max_norm = np.sqrt(np.maximum(np.max(norms2, axis=0), 0.0)) * (1 + 1e-6)
+        ones = np.ones(len(v))
+        coeffs = [(ones, np.full(len(v), g)) for g in gammas]
+        dcg = grid_hits(
+            xp, val_q, v, c, coeffs, fixed, rel, k,
+            block_elements=self.block_elements, gain="dcg", max_norm=max_norm,
+        )  # fmt: skip
+        ndcg = (dcg / rel.ideal_dcg(k)).mean(axis=1)
+        best = int(np.argmax(ndcg))  # first maximum: the smallest γ
+        curve = {
+            "gamma": list(gammas),
+            "accuracy": ndcg.tolist(),
+            "criterion": f"validation ndcg@{k}",
+        }
+        return GammaChoice(gammas[best], curve, float(ndcg[best]))
 
     def _movable(self, v: np.ndarray, c: np.ndarray, choice: GammaChoice) -> np.ndarray:
         return np.any(c != 0, axis=1)

@@ -127,6 +127,8 @@ def grid_hits(
     k: int,
     *,
     block_elements: int = 1 << 24,
+    gain: str = "hits",
+    max_norm: np.ndarray | None = None,
 ) -> np.ndarray:
     """Relevant records in each query's top-``k``, for each grid point (paper §3.3, γ search).
 
@@ -141,18 +143,26 @@ def grid_hits(
         that do not move).
     coeffs : sequence of (alpha, beta), each float (L,)
         One pair per grid point: X̂_i = alpha_i·v_i + beta_i·c_i. Each X̂_i must be a unit
-        vector of span(v_i, c_i), or v_i itself (alpha = 1, beta = 0).
+        vector of span(v_i, c_i), or v_i itself (alpha = 1, beta = 0) — or, with
+        ``max_norm``, any vector of that span no longer than ``max_norm[i]``.
     fixed_top : float32 (V, k)
         Each query's best ``k`` scores among the other records, descending.
     relevance : Relevance over the L tracked records
     k : int
     block_elements : int
         Queries are processed in blocks of about ``block_elements / L``.
+    gain : {"hits", "dcg"}
+        What each relevant record in the top-k adds: 1, or its grade / log2(rank + 2)
+        (DCG@k, for NDCG as ``nudgekit eval`` computes it).
+    max_norm : float (L,), optional
+        An upper bound on ‖X̂_i‖ over every grid point, for moves that leave the unit
+        sphere (NUDGE-M's X̂ = v + γĜ); by default every X̂_i has norm 1.
 
     Returns
     -------
     float64 (len(coeffs), V)
-        Number of relevant records in each query's top-k; ties go to relevant records.
+        Per query: the number of relevant records in its top-k, or its DCG@k; ties go to
+        relevant records.
 
     Notes
     -----
@@ -171,6 +181,7 @@ def grid_hits(
     inv_ortho[spans] = 1.0 / np.sqrt(ortho[spans])
     vc_x, inv_ortho_x = xp.asarray(vc), xp.asarray(inv_ortho)
     v_t, c_t = xp.asarray(v).T, xp.asarray(c).T
+    scale2 = None if max_norm is None else xp.asarray(np.asarray(max_norm, np.float64) ** 2)
     rel_keys = relevance.query_of_entry() * n_tracked + relevance.indices  # sorted
     hits = np.zeros((len(coeffs32), n_queries), dtype=np.float64)
     step = max(1, block_elements // max(n_tracked, 1))
@@ -187,6 +198,8 @@ def grid_hits(
         bound2 *= inv_ortho_x
         bound2 *= bound2
         bound2 += s * s
+        if scale2 is not None:
+            bound2 *= scale2
         limit = threshold - 1e-5 * (np.abs(threshold) + 1.0)  # the bound is float32 too
         limit2 = np.where(limit > 0, limit * limit, -1.0)  # any bound passes a limit ≤ 0
         rows, cols = xp.nonzero(bound2 >= xp.asarray(limit2)[:, None])
@@ -196,7 +209,15 @@ def grid_hits(
             scores = s_c * alpha[cols] + t_c * beta[cols]
             keep = scores >= threshold[rows]
             hits[gi, q0:q1] = _hits_at_k(
-                rows[keep], cols[keep], scores[keep], fixed, q0, rel_keys, n_tracked, k
+                rows[keep],
+                cols[keep],
+                scores[keep],
+                fixed,
+                q0,
+                rel_keys,
+                n_tracked,
+                k,
+                relevance.grades if gain == "dcg" else None,
             )
     return hits
 
@@ -210,14 +231,16 @@ def _hits_at_k(
     rel_keys: np.ndarray,
     n_tracked: int,
     k: int,
+    grades: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Relevant records in each query's top-k, from candidate (row, col, score) triplets.
+    """Relevant records in each query's top-k, from candidate (row, col, score) triplets;
+    with ``grades`` (of the relevance entries), DCG@k instead.
 
     ``rows`` are positions within the block of queries that starts at query ``q0``.
     """
     keys = (rows + q0) * n_tracked + cols
-    pos = np.searchsorted(rel_keys, keys)
-    relevant = (pos < len(rel_keys)) & (rel_keys[np.minimum(pos, len(rel_keys) - 1)] == keys)
+    pos = np.minimum(np.searchsorted(rel_keys, keys), max(len(rel_keys) - 1, 0))
+    relevant = (rel_keys[pos] == keys) if len(rel_keys) else np.zeros(len(keys), dtype=bool)
     n_block = fixed.shape[0]
     all_rows = np.concatenate([rows, np.repeat(np.arange(n_block), k)])
     all_scores = np.concatenate([scores.astype(np.float64), fixed.reshape(-1)])
@@ -228,7 +251,11 @@ def _hits_at_k(
     first = np.searchsorted(sorted_rows, sorted_rows, side="left")
     rank = np.arange(len(order)) - first
     top_rel = (rank < k) & all_rel[order]
-    return np.bincount(sorted_rows[top_rel], minlength=n_block).astype(np.float64)
+    if grades is None:
+        return np.bincount(sorted_rows[top_rel], minlength=n_block).astype(np.float64)
+    entry_grade = np.concatenate([np.where(relevant, grades[pos], 0.0), np.zeros(n_block * k)])
+    gain = entry_grade[order][top_rel] / np.log2(rank[top_rel] + 2.0)
+    return np.bincount(sorted_rows[top_rel], weights=gain, minlength=n_block)
 
 
 class NudgeN(NudgeEstimator):

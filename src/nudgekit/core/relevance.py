@@ -52,6 +52,15 @@ class Relevance:
         """Query index of each stored entry (the COO row array)."""
         return np.repeat(np.arange(self.n_queries, dtype=np.int64), self.counts())
 
+    def ideal_dcg(self, k: int) -> np.ndarray:
+        """Each query's ideal DCG@k from all its judged grades (as ``nudgekit eval``)."""
+        query = self.query_of_entry()
+        order = np.lexsort((-self.grades, query))
+        rank = np.arange(len(order)) - self.indptr[query[order]]
+        take = rank < k
+        gains = self.grades[order][take] / np.log2(rank[take] + 2.0)
+        return np.bincount(query[order][take], weights=gains, minlength=self.n_queries)
+
     def take(self, queries: np.ndarray) -> Relevance:
         """The relevance of a subset of queries, in the given order."""
         queries = np.asarray(queries, dtype=np.int64)

@@ -129,7 +129,7 @@ def fit(
     source = corpus if isinstance(corpus, BlockSource) else ArraySource(corpus, "corpus")
     return model.fit_source(
         source,
-        dataset.fit_problem(model.searches_gamma),
+        dataset.fit_problem(model.uses_val),
         run_pass=pass_runner(settings, model.device),
         progress=progress,
     )

@@ -112,10 +112,10 @@ class EmbeddedDataset:
             )
         return Split(name, list(ids), queries, self._relevance(name, ids))
 
-    def fit_problem(self, searches_gamma: bool = True) -> FitProblem:
+    def fit_problem(self, uses_val: bool = True) -> FitProblem:
         """The train (and, when γ is searched, val) split as a NUDGE fit's labels."""
         train = self.split("train").labelled()
-        val = self.split("val").check_labelled().labelled() if searches_gamma else None
+        val = self.split("val").check_labelled().labelled() if uses_val else None
         return FitProblem(self.n_records, self.dim, train, val)
 
     def _relevance(self, name: str, ids: list[str]) -> Relevance:

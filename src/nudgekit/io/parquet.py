@@ -407,11 +407,11 @@ class ParquetDataset:
     def dim(self) -> int:
         return self.corpus.dim
 
-    def fit_problem(self, searches_gamma: bool = True) -> FitProblem:
+    def fit_problem(self, uses_val: bool = True) -> FitProblem:
         """The train (and val) split as a NUDGE fit's labels, over the labelled ids: the
         corpus pass finds their rows (:meth:`nudgekit.core.FitProblem.over_rows`)."""
-        labels, splits = self.labelled_splits(("train", "val") if searches_gamma else ("train",))
-        val = splits["val"].check_labelled().labelled() if searches_gamma else None
+        labels, splits = self.labelled_splits(("train", "val") if uses_val else ("train",))
+        val = splits["val"].check_labelled().labelled() if uses_val else None
         return FitProblem(
             self.n_records, self.dim, splits["train"].labelled(), val, label_ids=labels
         )

@@ -7,6 +7,7 @@ NUDGE methods are core estimators (:mod:`nudgekit.core`); the baselines — ``no
 
 from nudgekit.methods.base import Fitted, Method, Task, Texts, raw_queries
 from nudgekit.methods.registry import (
+    DEFAULT_METHOD,
     METHODS,
     MethodSpec,
     get_method,
@@ -15,6 +16,7 @@ from nudgekit.methods.registry import (
 )
 
 __all__ = [
+    "DEFAULT_METHOD",
     "METHODS",
     "Fitted",
     "Method",

@@ -9,10 +9,12 @@ take it. Every method, NUDGE or baseline, runs in ``bench``.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from nudgekit.core import (
+    NudgeCV,
     NudgeEstimator,
     NudgeIM,
     NudgeIN,
@@ -89,9 +91,11 @@ class MethodSpec:
         gamma: float | None = None,
         val_k: int = 1,
         device: str | None = None,
-        **params: Any,
+        params: Mapping[str, Any] | None = None,
     ) -> NudgeEstimator:
-        """The unfitted estimator with the CLI's options, its parameters checked."""
+        """The unfitted estimator with the CLI's options and further ``params`` (``--param``),
+        every one checked."""
+        params = dict(params or {})
         if self.estimator is None:
             raise ValueError(
                 f"{self.name} is a baseline for `nudgekit bench`, not a NUDGE method; "
@@ -101,14 +105,24 @@ class MethodSpec:
         if val_k != 1 and "val_k" not in accepted:
             takers = [n for n in nudge_method_names() if "val_k" in METHODS[n].parameters()]
             raise ValueError(
-                f"--val-k does not apply to {self.name} (it maximises top-1 accuracy); "
-                f"methods with --val-k: {', '.join(takers)}"
+                f"--val-k does not apply to {self.name}; methods with --val-k: {', '.join(takers)}"
             )
+        for name in params:
+            if name in ("gamma", "val_k", "device"):
+                raise ValueError(f"--param {name}: use --{name.replace('_', '-')}")
+            if name not in accepted:
+                rest = [p for p in accepted if p not in ("gamma", "val_k", "device")]
+                raise ValueError(
+                    f"{self.name} has no parameter {name!r}; its parameters: {', '.join(rest)}"
+                )
         kwargs = dict(params, gamma=gamma, device=device)
         if "val_k" in accepted:
             kwargs["val_k"] = val_k
         model = self.estimator(**kwargs)
-        model.check_params()
+        try:
+            model.check_params()
+        except TypeError as error:  # a value of the wrong kind, e.g. gammas=0.1
+            raise ValueError(f"{self.name}: a parameter of the wrong type ({error})") from None
         return model
 
 
@@ -142,10 +156,18 @@ def _hybrid(first: str, second: str) -> MethodSpec:
     )
 
 
+#: what fit, apply and quickstart use when no method is named
+DEFAULT_METHOD = "nudge-cv"
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("nudge-n", "NUDGE-N: unit-norm, ‖Δ‖² ≤ γ, γ on a grid", NudgeN),
+        MethodSpec(
+            "nudge-cv",
+            "the default: NUDGE-N or shrink by 5-fold CV over train+val, refit on all",
+            NudgeCV,
+        ),
+        MethodSpec("nudge-n", "NUDGE-N as in the paper: unit-norm, ‖Δ‖² ≤ γ, γ on a grid", NudgeN),
         MethodSpec(
             "nudge-m", "NUDGE-M: Δ = γ·Ĝ, exact best γ; search by dot product", NudgeM,
             unit_norm=False,

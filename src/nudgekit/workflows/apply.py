@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +38,7 @@ from nudgekit.evaluation import TopK, retrieval_metrics
 from nudgekit.io.dataset import EmbeddedDataset
 from nudgekit.io.embedding import same_model
 from nudgekit.io.labels import Labels, load_labels
-from nudgekit.methods import MethodSpec, method_spec
+from nudgekit.methods import DEFAULT_METHOD, MethodSpec, method_spec
 from nudgekit.stores import METRICS, Changes, StoreError, VectorStore, digest, open_store
 from nudgekit.stores.base import new_id, next_seq, now_utc, same_rows
 from nudgekit.stores.ledger import Rows
@@ -383,9 +383,10 @@ def apply_to_store(
     table: str | None = None,
     id_column: str | None = None,
     vector_column: str | None = None,
-    method: str = "nudge-n",
+    method: str = DEFAULT_METHOD,
     gamma: float | None = None,
     val_k: int = 1,
+    params: Mapping[str, Any] | None = None,
     metric: str | None = None,
     force_metric: bool = False,
     force_model: bool = False,
@@ -410,8 +411,8 @@ def apply_to_store(
         store and embedded with ``model`` (:func:`nudgekit.workflows.labels.build_labels`).
     table, id_column, vector_column : str, optional
         Table or collection, and columns (per-store defaults; see :func:`open_store`).
-    method, gamma, val_k, device :
-        As for ``nudgekit fit``.
+    method, gamma, val_k, params, device :
+        As for :func:`nudgekit.workflows.fit.fit_dataset`.
     metric : {"dot", "cosine", "l2"}, optional
         How you search the store, where the store cannot tell (a LanceDB table without a
         vector index). Recorded and reused by later applies.
@@ -455,7 +456,8 @@ def apply_to_store(
             queries, qrels=qrels, model=model, store=str(store), **options
         ) as built:
             return apply_to_store(
-                store, built, method=method, gamma=gamma, val_k=val_k, metric=metric,
+                store, built, method=method, gamma=gamma, val_k=val_k, params=params,
+                metric=metric,
                 force_metric=force_metric, force_model=force_model, device=device,
                 dry_run=dry_run, reindex=reindex, batch_size=batch_size, progress=progress,
                 **options,
@@ -463,7 +465,7 @@ def apply_to_store(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     spec = method_spec(method, nudge=True)
-    estimator = spec.make_estimator(gamma=gamma, val_k=val_k, device=device)
+    estimator = spec.make_estimator(gamma=gamma, val_k=val_k, device=device, params=params)
     if metric is not None and metric not in METRICS:
         raise ValueError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     labels = load_labels(labels_dir)
@@ -481,7 +483,7 @@ def apply_to_store(
             metric_name, metric_source, warnings = _check_metric(
                 opened, spec, metric, force_metric, history
             )
-            used = ["train"] + (["val"] if estimator.searches_gamma else [])
+            used = ["train"] + (["val"] if estimator.uses_val else [])
             has_test = bool(labels.splits.get("test"))
             if has_test:
                 used.append("test")
@@ -491,7 +493,7 @@ def apply_to_store(
 
             tick = time.perf_counter()
             source = StoreSource(opened, batch_size)
-            problem = _problem(data, estimator.searches_gamma, source.n_records)
+            problem = _problem(data, estimator.uses_val, source.n_records)
             try:
                 estimator.fit_source(source, problem, progress=progress)
             except CorpusError as err:
@@ -521,6 +523,13 @@ def apply_to_store(
                     f"{source.n_stale} rows changed outside nudgekit since it wrote them; their "
                     "current vectors are taken as the new originals"
                 )
+            # what else the method chose (family, cluster γs ...); its curve stays in fit.json
+            learned = {
+                key: value
+                for key, value in estimator.summary().items()
+                if key not in ("gamma", "gamma_searched", "val_k", "validation_accuracy",
+                               "validation_curve", "n_changed")
+            }  # fmt: skip
             record: dict[str, Any] = {
                 "id": new_id(),
                 "kind": "apply",
@@ -530,6 +539,8 @@ def apply_to_store(
                 "gamma_searched": estimator.searches_gamma,
                 "val_k": int(getattr(estimator, "val_k", 1)),
                 "validation_accuracy": estimator.validation_accuracy_,
+                "params": dict(params or {}),
+                **learned,
                 "n_records": source.n_records,
                 "dim": opened.dim,
                 "model": labels.meta.get("model"),
@@ -537,9 +548,7 @@ def apply_to_store(
                 **plan.counts,
                 "n_stale_originals": source.n_stale,
                 "n_train_queries": len(labels.splits.get("train", [])),
-                "n_val_queries": len(labels.splits.get("val", []))
-                if estimator.searches_gamma
-                else 0,
+                "n_val_queries": len(labels.splits.get("val", [])) if estimator.uses_val else 0,
                 "n_test_queries": len(labels.splits.get("test", [])) if has_test else 0,
                 "metric": metric_name,
                 "metric_source": metric_source,
@@ -575,10 +584,10 @@ def apply_to_store(
     }
 
 
-def _problem(data: EmbeddedDataset, searches_gamma: bool, n_records: int) -> FitProblem:
+def _problem(data: EmbeddedDataset, uses_val: bool, n_records: int) -> FitProblem:
     """The labels as a by-id fit problem over a store of ``n_records`` rows: relevance
     over the labelled doc ids (sorted; str order is their UTF-8 bytes' order)."""
-    problem = data.fit_problem(searches_gamma)
+    problem = data.fit_problem(uses_val)
     return FitProblem(
         n_records,
         problem.dim,

@@ -15,7 +15,7 @@ from nudgekit.workflows.fit import fit_dataset
 def run_demo(
     out_dir: str | os.PathLike[str],
     *,
-    methods: tuple[str, ...] = ("nudge-n", "nudge-m"),
+    methods: tuple[str, ...] = ("nudge-cv", "nudge-n", "nudge-m"),
     dataset_dir: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:

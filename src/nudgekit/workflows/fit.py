@@ -14,7 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from nudgekit.core import ProgressCallback, phase_counter
 from nudgekit.engines import EngineSettings
 from nudgekit.io.atomic import atomic_dir, atomic_file, write_json
 from nudgekit.io.dataset import load_dataset, load_matrix, write_embeddings
-from nudgekit.methods import method_spec
+from nudgekit.methods import DEFAULT_METHOD, method_spec
 from nudgekit.workflows.provenance import fit_record
 
 
@@ -34,9 +34,10 @@ def fit_dataset(
     dataset_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    method: str = "nudge-n",
+    method: str = DEFAULT_METHOD,
     gamma: float | None = None,
     val_k: int = 1,
+    params: Mapping[str, Any] | None = None,
     device: str | None = None,
     engine: EngineSettings | str = "local",
     labels_dir: str | os.PathLike[str] | None = None,
@@ -58,6 +59,9 @@ def fit_dataset(
         Any NUDGE method of :data:`nudgekit.methods.METHODS`.
     gamma, val_k, device :
         Fixed γ (skips the search), NUDGE-N's top-k criterion, where the math runs.
+    params : mapping, optional
+        Further parameters of the method's estimator (e.g. ``{"cv": "val"}`` for
+        ``nudge-cv``, ``{"criterion": "ndcg"}`` for ``nudge-m``); recorded in fit.json.
     engine : EngineSettings or str
         Where the corpus pass runs: ``"local"`` (this process, the default), ``"ray"``, or
         settings with the cluster address, workers and block size.
@@ -85,13 +89,13 @@ def fit_dataset(
         _check_out(Path(out_dir))  # before the queries are embedded
         with temporary_labels(queries, qrels=qrels, model=model, corpus_ids=ids) as built:
             return _fit(
-                dataset_dir, out_dir, method=method, gamma=gamma, val_k=val_k, device=device,
-                engine=engine, labels_dir=built, progress=progress,
+                dataset_dir, out_dir, method=method, gamma=gamma, val_k=val_k, params=params,
+                device=device, engine=engine, labels_dir=built, progress=progress,
                 labels_source=str(Path(queries).resolve()),
             )  # fmt: skip
     return _fit(
-        dataset_dir, out_dir, method=method, gamma=gamma, val_k=val_k, device=device,
-        engine=engine, labels_dir=labels_dir, progress=progress,
+        dataset_dir, out_dir, method=method, gamma=gamma, val_k=val_k, params=params,
+        device=device, engine=engine, labels_dir=labels_dir, progress=progress,
     )  # fmt: skip
 
 
@@ -102,6 +106,7 @@ def _fit(
     method: str,
     gamma: float | None,
     val_k: int,
+    params: Mapping[str, Any] | None,
     device: str | None,
     engine: EngineSettings | str,
     labels_dir: str | os.PathLike[str] | None,
@@ -110,7 +115,7 @@ def _fit(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     spec = method_spec(method, nudge=True)
-    model = spec.make_estimator(gamma=gamma, val_k=val_k, device=device)
+    model = spec.make_estimator(gamma=gamma, val_k=val_k, device=device, params=params)
     settings = engine if isinstance(engine, EngineSettings) else EngineSettings(engine)
     out = Path(out_dir)
     _check_out(out)
@@ -149,8 +154,9 @@ def _fit(
             started=started,
             timings=timings,
             n_train_queries=labelled,
-            n_val_queries=len(data.splits["val"]) if model.searches_gamma else 0,
+            n_val_queries=len(data.splits["val"]) if model.uses_val else 0,
             n_train_queries_without_labels=unlabelled,
+            params=dict(params or {}),
             **record,
             **({"labels_source": labels_source} if labels_source else {}),
         )

@@ -26,7 +26,7 @@ from nudgekit.evaluation import search
 from nudgekit.io.atomic import atomic_file
 from nudgekit.io.dataset import load_dataset
 from nudgekit.io.sample import sample_dir
-from nudgekit.methods import method_spec
+from nudgekit.methods import DEFAULT_METHOD, method_spec
 from nudgekit.workflows.apply import apply_to_store
 from nudgekit.workflows.fit import fit_dataset
 
@@ -37,7 +37,7 @@ LABEL_FILES = ("queries.npy", "query_ids.json", "qrels.json", "splits.json", "em
 def run_quickstart(
     directory: str | os.PathLike[str] = "nudgekit-quickstart",
     *,
-    method: str = "nudge-n",
+    method: str = DEFAULT_METHOD,
     n_examples: int = 3,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:

@@ -322,11 +322,22 @@ def _validation_section(fit: Mapping[str, Any], figures: Mapping[str, bytes]) ->
             )
         else:
             zero = "γ is on a log axis: the dotted line is γ = 0, the raw corpus"
-        out.append(
-            f"<p>Validation top-{_e(fit.get('val_k', 1))} accuracy of "
-            f"{_e(fit.get('n_val_queries', '?'))} queries against the step size γ ({kind}). "
-            f"The chosen γ = {gamma:.6g} is marked; {zero}.</p>"
-        )
+        symbol, _, criterion = _curve_words(fit)
+        selection = fit.get("selection") or {}
+        if selection:
+            out.append(
+                f"<p>{_e(criterion)} of {_e(selection.get('n_scored', '?'))} labelled queries "
+                f"against {symbol} ({_e(selection.get('rule', ''))}; family "
+                f"{_e(fit.get('family', ''))}). The chosen {symbol} = {gamma:.6g} is marked; "
+                f"the final fit used all {_e(selection.get('n_labelled', '?'))} labelled "
+                "queries.</p>"
+            )
+        else:
+            out.append(
+                f"<p>Validation top-{_e(fit.get('val_k', 1))} accuracy of "
+                f"{_e(fit.get('n_val_queries', '?'))} queries against the step size γ ({kind}). "
+                f"The chosen γ = {gamma:.6g} is marked; {zero}.</p>"
+            )
         out.append(_img(figures["validation_curve.png"], "validation accuracy against γ"))
     elif not fit.get("gamma_searched", True):
         out.append(
@@ -463,6 +474,7 @@ def _inputs_section(fit: Mapping[str, Any], dataset: Path, raw: Mapping[str, Any
 
 def _validation_figure(fit: Mapping[str, Any]) -> bytes:
     curve = fit["validation_curve"]
+    symbol, axis, criterion = _curve_words(fit)
     order = np.argsort(np.asarray(curve["gamma"], dtype=np.float64), kind="stable")
     g = np.asarray(curve["gamma"], dtype=np.float64)[order]
     acc = np.asarray(curve["accuracy"], dtype=np.float64)[order]
@@ -515,13 +527,13 @@ def _validation_figure(fit: Mapping[str, Any]) -> bytes:
         color=_MARK_COLOUR,
         ms=8,
         zorder=3,
-        label=f"chosen γ = {gamma:.4g} (accuracy {chosen:.3f})",
+        label=f"chosen {symbol} = {gamma:.4g} ({criterion} {chosen:.3f})",
     )
-    ax.set_xlabel("γ (step size)" + (", log scale" if log else ""))
-    ax.set_ylabel(f"validation top-{fit.get('val_k', 1)} accuracy")
+    ax.set_xlabel(axis + (", log scale" if log else ""))
+    ax.set_ylabel(criterion)
     n_val = fit.get("n_val_queries")
     ax.set_title(
-        f"{_method_name(fit['method'])}: validation accuracy against γ"
+        f"{_method_name(fit['method'])}: {criterion} against {symbol}"
         + (f" ({n_val:,} queries)" if isinstance(n_val, int) else "")
     )
     # room above the best point for its marker; the legend goes under the axes, where it
@@ -650,7 +662,7 @@ def _test_metrics(
 def _distance_bound(fit: Mapping[str, Any]) -> tuple[float, str, str] | None:
     """The method's limit on ‖Δ‖: (value, sentence for the page, legend label)."""
     gamma = float(fit["gamma"])
-    if fit["method"] == "nudge-n":
+    if fit["method"] == "nudge-n" or fit.get("family") == "nudge-n":  # the default's N too
         root = math.sqrt(max(gamma, 0.0))
         return (
             root,
@@ -681,6 +693,15 @@ def _require_matplotlib() -> None:
 def _img(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def _curve_words(fit: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The curve's parameter symbol, axis label and criterion, for the page and figure."""
+    curve = fit.get("validation_curve") or {}
+    criterion = curve.get("criterion") or f"validation top-{fit.get('val_k', 1)} accuracy"
+    if curve.get("parameter") == "kappa":
+        return "κ", "κ (shrink: a record turns n/(n + κ) of its angle to its queries)", criterion
+    return "γ", "γ (step size)", criterion
 
 
 def _is_step(fit: Mapping[str, Any]) -> bool:
