@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nudgekit.core import Relevance
-from nudgekit.evaluation.metrics import evaluate, retrieval_metrics
+from nudgekit.evaluation.metrics import (
+    evaluate,
+    per_query_ndcg,
+    relevant_ranks,
+    retrieval_metrics,
+)
 from nudgekit.evaluation.retrieval import search
 
 METRICS = ("accuracy", "precision", "recall", "r_cap", "mrr", "map", "ndcg")
@@ -248,3 +253,30 @@ def test_evaluate_rejects_relevance_for_other_queries():
     queries, corpus, relevance = _embedded()
     with pytest.raises(ValueError, match="covers 12 queries but 11 were given"):
         evaluate(queries[:11], corpus, relevance)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ranked_lists(), st.integers(1, 15))
+def test_per_query_ndcg_is_each_querys_definition_and_averages_to_the_metric(case, k):
+    indices, relevance = case
+    got = per_query_ndcg(indices, relevance, k)
+    for q in range(relevance.n_queries):
+        one = relevance.take(np.array([q]))
+        if one.nnz == 0:
+            assert math.isnan(got[q])
+        else:
+            assert got[q] == pytest.approx(reference_metrics(indices[q : q + 1], one, k)["ndcg"])
+    assert np.nanmean(got) == pytest.approx(
+        retrieval_metrics(indices, relevance, ks=[k])[f"ndcg@{k}"]
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(ranked_lists())
+def test_relevant_ranks_are_each_labelled_records_place_in_its_list(case):
+    indices, relevance = case
+    got = relevant_ranks(indices, relevance)
+    query = relevance.query_of_entry()
+    for entry, (q, record) in enumerate(zip(query, relevance.indices, strict=True)):
+        listed = [int(i) for i in indices[q]]
+        assert got[entry] == (listed.index(record) + 1 if record in listed else 0)

@@ -46,6 +46,15 @@ def test_quickstart_shows_queries_whose_top_result_changed(result):
     assert first["before"][0]["title"] != first["after"][0]["title"]
 
 
+def test_quickstart_report_says_what_happened_to_the_store_and_how_to_undo_it(result):
+    pytest.importorskip("matplotlib")
+    page = open(result["report"], encoding="utf-8").read()
+    assert "What happened to the store" in page
+    assert f"<td>{result['apply']['n_written']:,}</td>" in page
+    command = f"nudgekit rollback --store {result['store']} --table {result['table']}"
+    assert command in page  # the command the CLI prints, runnable as shown
+
+
 def test_quickstart_can_be_rolled_back(result):
     assert len(store_history(result["store"], table=result["table"])) == 1
     rollback_store(result["store"], table=result["table"])

@@ -14,7 +14,7 @@ import numpy as np
 from nudgekit.core import Relevance
 from nudgekit.evaluation.retrieval import positive_int, search
 
-__all__ = ["evaluate", "retrieval_metrics"]
+__all__ = ["evaluate", "per_query_ndcg", "relevant_ranks", "retrieval_metrics"]
 
 
 def retrieval_metrics(
@@ -109,6 +109,30 @@ def retrieval_metrics(
         out[f"ndcg@{k}"] = float(np.mean(dcg[:, seen] / idcg))
     out["n_queries"] = int(n_queries)
     return out
+
+
+def per_query_ndcg(indices: np.ndarray, relevance: Relevance, k: int = 10) -> np.ndarray:
+    """NDCG@k of each query, the values :func:`retrieval_metrics` averages (float64, NaN
+    for a query without a relevant record)."""
+    indices = _check_indices(indices, relevance)
+    seen = min(positive_int(k, "k"), indices.shape[1])
+    gains = _retrieved_grades(indices[:, :seen], relevance)
+    dcg = (gains / np.log2(np.arange(2, seen + 2))).sum(axis=1)
+    ideal = relevance.ideal_dcg(k)
+    out = np.full(relevance.n_queries, np.nan)
+    np.divide(dcg, ideal, out=out, where=ideal > 0)
+    return out
+
+
+def relevant_ranks(indices: np.ndarray, relevance: Relevance) -> np.ndarray:
+    """The 1-based rank of every labelled record in its query's retrieved list, 0 where it
+    was not retrieved; one value per relevance entry, in CSR order (int64)."""
+    indices = _check_indices(indices, relevance)
+    if indices.shape[1] == 0:  # nothing retrieved
+        return np.zeros(relevance.nnz, dtype=np.int64)
+    # entries × retrieved: bounded by the labels, never queries × corpus
+    match = indices[relevance.query_of_entry()] == relevance.indices[:, None]
+    return np.where(match.any(axis=1), match.argmax(axis=1) + 1, 0).astype(np.int64)
 
 
 def evaluate(

@@ -16,7 +16,7 @@ import numpy as np
 
 from nudgekit.core import ArraySource, Block, ProgressCallback, Relevance, normalised_rows
 from nudgekit.evaluation import retrieval_metrics, search_source
-from nudgekit.io.dataset import load_dataset, load_matrix
+from nudgekit.io.dataset import EmbeddedDataset, load_dataset, load_matrix
 
 
 def evaluate_dataset(
@@ -47,6 +47,28 @@ def evaluate_dataset(
             dataset_dir, changed=embeddings, split=split, k=k, progress=progress
         )
     data = load_dataset(dataset_dir)
+    ks = sorted({1, k, 100})
+    indices, relevance = rank_split(
+        data, split, embeddings=embeddings, depth=max(ks), progress=progress
+    )
+    return {
+        "split": split,
+        "embeddings": str(embeddings) if embeddings is not None else None,
+        **retrieval_metrics(indices, relevance, ks=ks),
+    }
+
+
+def rank_split(
+    data: EmbeddedDataset,
+    split: str = "test",
+    *,
+    embeddings: str | os.PathLike[str] | None = None,
+    depth: int = 100,
+    progress: ProgressCallback | None = None,
+) -> tuple[np.ndarray, Relevance]:
+    """Each query of ``split``'s ranked corpus rows (exact inner product, ``depth`` deep),
+    over the raw corpus or ``embeddings`` (an N × d ``.npy``), with the split's labels:
+    what :func:`evaluate_dataset` scores, for callers that need more than the means."""
     chosen = data.split(split)
     corpus, name = data.corpus, "corpus.npy"
     if embeddings is not None:
@@ -55,11 +77,16 @@ def evaluate_dataset(
             raise ValueError(
                 f"{embeddings}: shape {corpus.shape} does not match the corpus {data.corpus.shape}"
             )
-    return {
-        "split": split,
-        "embeddings": str(embeddings) if embeddings is not None else None,
-        **_metrics(chosen.queries, ArraySource(corpus, name), chosen.relevance, k, progress),
-    }
+    source = ArraySource(corpus, name)
+    _, indices = search_source(
+        chosen.queries,
+        source,
+        depth,
+        progress=None
+        if progress is None
+        else lambda done: progress("search", done, source.n_records),
+    )
+    return indices, chosen.relevance
 
 
 def _metrics(

@@ -6,7 +6,8 @@
 3. ``apply`` NUDGE to the store (only the changed rows are rewritten, originals kept),
    which measures retrieval quality on the held-out test queries before and after;
 4. pick a few test queries whose top result changed, to show what moved;
-5. fit the same method on the sample as a run directory and write its HTML report;
+5. fit the same method on the sample as a run directory and write its HTML report,
+   which also says what happened to the store and how to roll it back;
 6. write the labelled questions as a plain CSV too (``questions.csv``), the form users
    have them in, for ``nudgekit labels`` and ``apply --queries``.
 """
@@ -82,7 +83,8 @@ def run_quickstart(
     except ImportError:  # matplotlib is an optional extra
         report = None
     else:
-        report = str(write_report(run))
+        store = {**record, "store": f"lancedb:{store_path}", "table": TABLE}
+        report = str(write_report(run, applied=store))
     return {
         "store": f"lancedb:{store_path}",
         "table": TABLE,

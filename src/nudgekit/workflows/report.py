@@ -1,4 +1,5 @@
-"""An HTML report of one fit: how γ was chosen, test metrics before/after, what moved.
+"""An HTML report of one fit: how γ was chosen, test metrics before/after, which test
+queries gained or lost and where the moved records now rank, how far records moved.
 
 :func:`write_report` reads a ``nudgekit fit`` output directory (``fit.json`` +
 ``embeddings.npy``) and the dataset it was fitted on, and writes ``report.html`` — one
@@ -17,6 +18,7 @@ import io
 import json
 import math
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +27,19 @@ from typing import Any
 import numpy as np
 
 from nudgekit.core import ArraySource, ProgressCallback, normalised_rows
+from nudgekit.evaluation import per_query_ndcg, relevant_ranks, retrieval_metrics
 from nudgekit.io.atomic import write_bytes
 from nudgekit.io.dataset import EmbeddedDataset, load_dataset, load_matrix
 from nudgekit.methods import METHODS
+from nudgekit.workflows.evaluate import rank_split
 
 #: The figure files a report may write, in page order.
-FIGURES = ("validation_curve.png", "test_metrics.png", "movement.png")
+FIGURES = ("validation_curve.png", "test_metrics.png", "query_changes.png")
+#: Rank buckets of the "where relevant records rank" chart (ranks are 1-based; 0 = beyond)
+RANK_BUCKETS = (("1", 1, 1), ("2–3", 2, 3), ("4–10", 4, 10), ("11–100", 11, 100))
+#: Test queries shown as examples of the largest gains and losses
+N_EXAMPLES = 5
+_DEPTH = 100
 #: Metrics in the before/after bar chart; the table adds map@100.
 BAR_METRICS = ("ndcg@10", "recall@10", "r_cap@10", "mrr@10", "accuracy@1")
 TABLE_METRICS = (*BAR_METRICS, "map@100")
@@ -67,11 +76,44 @@ class Movement:
         return len(self.rows)
 
 
+@dataclass
+class QueryChanges:
+    """How the fit changed each test query's ranking (queries with a relevant record).
+
+    Attributes
+    ----------
+    query_ids : list of str
+        The test queries, in split order.
+    before, after : float64 arrays, shape (n_queries,)
+        NDCG@10 over the raw corpus and over the fitted embeddings.
+    first_before, first_after : int arrays, shape (n_queries,)
+        1-based rank of the query's best-ranked relevant record (0: not in the top 100).
+    pair_moved : bool array, shape (n_pairs,)
+        Per (query, relevant record) pair: the fit changed that record.
+    pair_before, pair_after : int arrays, shape (n_pairs,)
+        The pair's record's rank in the query's list (0: not in the top 100).
+    """
+
+    query_ids: list[str]
+    before: np.ndarray
+    after: np.ndarray
+    first_before: np.ndarray
+    first_after: np.ndarray
+    pair_moved: np.ndarray
+    pair_before: np.ndarray
+    pair_after: np.ndarray
+
+    @property
+    def delta(self) -> np.ndarray:
+        return self.after - self.before
+
+
 def write_report(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     dataset_dir: str | os.PathLike[str] | None = None,
     *,
+    applied: Mapping[str, Any] | None = None,
     progress: ProgressCallback | None = None,
 ) -> Path:
     """Write ``report.html`` and its figures for a ``nudgekit fit`` output directory.
@@ -85,6 +127,10 @@ def write_report(
         Where to write ``report.html`` and the PNG figures (default: ``run_dir``).
     dataset_dir : path, optional
         The embedded dataset the run was fitted on (default: the path in ``fit.json``).
+    applied : mapping, optional
+        The record :func:`nudgekit.workflows.apply.apply_to_store` returned when the same
+        fit was applied to a store, with its ``table``: the page then says what happened
+        to the store (versions, rows written) and how to roll it back.
     progress : callable, optional
         ``progress(phase, done, total)``, called as long steps advance.
 
@@ -145,17 +191,23 @@ def write_report(
     if changed_rows.ndim != 1 or changed_rows.dtype.kind not in "iu":
         raise ValueError(f"{changed_path}: expected a 1-D array of row numbers")
     movement = record_movement(data.corpus, embeddings, changed_rows)
-    test = _test_metrics(data, embeddings_path, progress)
+    test = _test_metrics(data, embeddings_path, changed_rows, progress)
 
     figures: dict[str, bytes] = {}
     curve = fit.get("validation_curve")
     if curve:
         figures["validation_curve.png"] = _validation_figure(fit)
+    changes = None
     if isinstance(test, tuple):
-        figures["test_metrics.png"] = _metrics_figure(test[0], test[1], fit["method"])
-    if movement.n_changed:
-        figures["movement.png"] = _movement_figure(movement, fit)
-    page = render_html(fit, movement, test, figures, run=run, dataset=dataset)
+        raw, fitted, changes = test
+        figures["test_metrics.png"] = _metrics_figure(raw, fitted, fit["method"])
+        figures["query_changes.png"] = _query_changes_figure(changes)
+        test = raw, fitted
+    texts = _query_texts(dataset, _example_ids(changes)) if changes is not None else {}
+    page = render_html(
+        fit, movement, test, figures, run=run, dataset=dataset, changes=changes,
+        texts=texts, applied=applied,
+    )  # fmt: skip
 
     out.mkdir(parents=True, exist_ok=True)
     for name in FIGURES:
@@ -250,11 +302,16 @@ def render_html(
     *,
     run: Path,
     dataset: Path,
+    changes: QueryChanges | None = None,
+    texts: Mapping[str, str] | None = None,
+    applied: Mapping[str, Any] | None = None,
 ) -> str:
     """The report page: every value escaped, every figure inlined as a ``data:`` URI.
 
-    ``test`` is ``(raw, fitted)`` metrics from :func:`nudgekit.pipeline.evaluate_dataset`,
-    or why there are none (no test split).
+    ``test`` is ``(raw, fitted)`` test metrics (as ``nudgekit eval`` prints them), or why
+    there are none (no test split); ``changes`` the per-query view of the same searches,
+    ``texts`` query texts by id for its examples, ``applied`` an apply record (see
+    :func:`write_report`).
     """
     method = str(fit["method"])
     gamma = float(fit["gamma"])
@@ -269,9 +326,7 @@ def render_html(
         ("records changed", f"{n_changed:,} of {n_records:,} ({_percent(n_changed, n_records)})"),
     ]
     if fit.get("validation_accuracy") is not None:
-        cards.append(
-            (f"validation top-{fit.get('val_k', 1)} accuracy", f"{fit['validation_accuracy']:.4f}")
-        )
+        cards.append((_curve_words(fit)[2], f"{fit['validation_accuracy']:.4f}"))
     if raw:
         cards.append(("test ndcg@10", f"{raw['ndcg@10']:.4f} → {fitted['ndcg@10']:.4f}"))
 
@@ -292,9 +347,11 @@ def render_html(
             for label, value in cards
         ),
         "</div>",
+        *(_store_section(applied) if applied else []),
         *_validation_section(fit, figures),
         *_test_section(raw, fitted, test, figures),
-        *_movement_section(fit, movement, figures),
+        *(_query_section(changes, texts or {}, figures) if changes is not None else []),
+        *_movement_section(fit, movement),
         *_inputs_section(fit, dataset, raw),
         "</main></body></html>",
     ]
@@ -384,9 +441,7 @@ def _test_section(
     return out
 
 
-def _movement_section(
-    fit: Mapping[str, Any], movement: Movement, figures: Mapping[str, bytes]
-) -> list[str]:
+def _movement_section(fit: Mapping[str, Any], movement: Movement) -> list[str]:
     n, changed = movement.n_records, movement.n_changed
     out = [
         "<h2>How far records moved</h2>",
@@ -398,7 +453,6 @@ def _movement_section(
     bound = _distance_bound(fit)
     if bound is not None:
         out.append(f'<p class="note">{_e(bound[1])}</p>')
-    out.append(_img(figures["movement.png"], "histograms of distance and cosine moved"))
     out.append(
         '<table class="num"><thead><tr><th>changed records</th><th>min</th><th>median</th>'
         "<th>max</th></tr></thead><tbody>"
@@ -415,11 +469,93 @@ def _movement_section(
     return out
 
 
+def _query_section(
+    changes: QueryChanges, texts: Mapping[str, str], figures: Mapping[str, bytes]
+) -> list[str]:
+    delta = changes.delta
+    n = len(delta)
+    up, down = delta > 0, delta < 0
+    same = n - int(up.sum()) - int(down.sum())
+    out = [
+        "<h2>Which test queries gained or lost</h2>",
+        f"<p>Of the {n:,} test queries, <strong>{int(up.sum()):,} rank their relevant "
+        f"records better</strong> (NDCG@10 up, by {_mean(delta[up]):+.3f} on average), "
+        f"<strong>{int(down.sum()):,} worse</strong> (by {_mean(delta[down]):+.3f}) and "
+        f"{same:,} the same. A fit can cost a query when a record moved for other queries "
+        "now outranks its answer.</p>",
+        _img(figures["query_changes.png"], "per-query change in NDCG@10; ranks of moved records"),
+        '<table class="num"><thead><tr><th>(test query, relevant record) pairs</th>'
+        "<th>pairs</th><th>at rank 1</th><th>in the top 10</th></tr></thead><tbody>",
+    ]
+    for label, pick in (
+        ("record moved by the fit", changes.pair_moved),
+        ("record kept", ~changes.pair_moved),
+    ):
+        if not pick.any():  # e.g. every test answer is also a training answer
+            continue
+        before, after = changes.pair_before[pick], changes.pair_after[pick]
+        out.append(
+            f"<tr><td>{_e(label)}</td><td>{int(pick.sum()):,}</td>"
+            f"<td>{_share(before == 1)} → {_share(after == 1)}</td>"
+            f"<td>{_share((before >= 1) & (before <= 10))} → "
+            f"{_share((after >= 1) & (after <= 10))}</td></tr>"
+        )
+    out.append("</tbody></table>")
+    gains, losses = _examples(changes)
+    for title, picked in (("Largest gains", gains), ("Largest losses", losses)):
+        if not len(picked):
+            continue
+        out += [
+            f"<h3>{title}</h3>",
+            '<table class="num"><thead><tr><th>test query</th><th>NDCG@10</th>'
+            "<th>best relevant rank</th></tr></thead><tbody>",
+        ]
+        for i in picked:
+            qid = changes.query_ids[i]
+            shown = f"{texts[qid]} ({qid})" if qid in texts else qid
+            out.append(
+                f"<tr><td>{_e(shown)}</td>"
+                f"<td>{changes.before[i]:.3f} → {changes.after[i]:.3f}</td>"
+                f"<td>{_rank(changes.first_before[i])} → {_rank(changes.first_after[i])}</td>"
+                "</tr>"
+            )
+        out.append("</tbody></table>")
+    return out
+
+
+def _store_section(applied: Mapping[str, Any]) -> list[str]:
+    store, table = str(applied.get("store", "")), applied.get("table")
+    rollback = "nudgekit rollback --store " + shlex.quote(store)
+    if table:
+        rollback += " --table " + shlex.quote(str(table))
+    rows = [
+        ("store", store + (f" (table {table})" if table else "")),
+        ("rows written", f"{int(applied.get('n_written', 0)):,}"),
+        (
+            "store version",
+            f"{applied.get('version_before', '–')} → {applied.get('version_after', '–')}",
+        ),
+        ("originals", "kept beside the store: every written row can be restored"),
+    ]
+    out = [
+        "<h2>What happened to the store</h2>",
+        "<p>The same fit was applied to the store in place: only the changed rows were "
+        "rewritten, the table's schema and other columns are untouched.</p>",
+        '<table class="kv"><tbody>',
+        *(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows),
+        "</tbody></table>",
+        f"<p>Undo it, row by row (what was written to the store since is kept): "
+        f"<code>{_e(rollback)}</code></p>",
+    ]
+    return out
+
+
 def _inputs_section(fit: Mapping[str, Any], dataset: Path, raw: Mapping[str, Any]) -> list[str]:
     def count(key: str) -> str:
         value = fit.get(key)
         return f"{value:,}" if isinstance(value, int) else "–"
 
+    selection = fit.get("selection") if isinstance(fit.get("selection"), dict) else None
     rows = [
         ("dataset", dataset.resolve()),
         ("embedding model", fit.get("model") or "–"),
@@ -438,11 +574,17 @@ def _inputs_section(fit: Mapping[str, Any], dataset: Path, raw: Mapping[str, Any
         ),
         ("method", fit["method"]),
         (
-            "γ",
+            _curve_words(fit)[0],
             f"{float(fit['gamma']):.6g}"
-            + (" (searched on validation)" if fit.get("gamma_searched", True) else " (fixed)"),
+            + (
+                f" ({selection.get('rule', 'cross-validated')})"
+                if selection
+                else " (searched on validation)"
+                if fit.get("gamma_searched", True)
+                else " (fixed)"
+            ),
         ),
-        ("val_k", fit.get("val_k", "–")),
+        *([] if selection else [("val_k", fit.get("val_k", "–"))]),
         ("device", fit.get("device", "–")),
         ("fitted", fit.get("created", "–")),
     ]
@@ -576,51 +718,47 @@ def _metrics_figure(raw: Mapping[str, Any], fitted: Mapping[str, Any], method: s
     return _png(fig)
 
 
-def _movement_figure(movement: Movement, fit: Mapping[str, Any]) -> bytes:
-    fig, (left, right) = _figure(9.0, 3.8, ncols=2)
-    bound = _distance_bound(fit)
-    _histogram(left, movement.distance, _FIT_COLOUR)
-    if bound is not None:
-        left.axvline(bound[0], color=_MARK_COLOUR, ls="--", lw=1.2, label=bound[2])
-        left.legend(loc="upper left", fontsize=8)
-    left.set_xlabel(r"$\|\,\mathrm{new} - \mathrm{original}\,\|$ (original is unit-norm)")
-    left.set_title("Distance moved")
-    _histogram(right, movement.cosine, _FIT_COLOUR)
-    right.set_xlabel("cosine(new, original)")
-    right.set_title("Cosine similarity to the original")
-    for ax in (left, right):
-        ax.set_ylabel("changed records")
-        ax.grid(alpha=0.3)
-        ax.set_axisbelow(True)
-    fig.suptitle(f"{movement.n_changed:,} changed records of {movement.n_records:,}", fontsize=11)
+def _query_changes_figure(changes: QueryChanges) -> bytes:
+    fig, (left, right) = _figure(10.0, 4.0, ncols=2)
+    delta = np.sort(changes.delta)[::-1]
+    x = np.arange(1, len(delta) + 1)
+    left.fill_between(x, 0, delta, where=delta > 0, step="mid", color="#1a7f37", lw=0)
+    left.fill_between(x, 0, delta, where=delta < 0, step="mid", color="#c92a2a", lw=0)
+    left.axhline(0, color="#5b6570", lw=0.8)
+    up, down = int((delta > 0).sum()), int((delta < 0).sum())
+    left.set_title(
+        f"Per test query: {up:,} better, {down:,} worse, {len(delta) - up - down:,} same"
+    )
+    left.set_xlabel("test queries, largest gain first")
+    left.set_ylabel("change in NDCG@10")
+    left.set_xlim(0.5, len(delta) + 0.5)
+    left.grid(alpha=0.3)
+
+    labels = [name for name, _, _ in RANK_BUCKETS] + ["beyond 100"]
+    moved = changes.pair_moved
+    width = 0.38
+    positions = np.arange(len(labels))
+    for offset, ranks, label, colour in (
+        (-width / 2, changes.pair_before[moved], "before (raw corpus)", _RAW_COLOUR),
+        (width / 2, changes.pair_after[moved], "after (fitted)", _FIT_COLOUR),
+    ):
+        counts = _rank_counts(ranks)
+        bars = right.bar(positions + offset, counts, width, label=label, color=colour)
+        right.bar_label(bars, fontsize=8, padding=2)
+    right.set_xticks(positions, labels)
+    right.set_xlabel("rank in the query's results")
+    right.set_ylabel("(test query, relevant record) pairs")
+    right.set_title(f"The {int(moved.sum()):,} test answers the fit moved: their rank")
+    right.grid(axis="y", alpha=0.3)
+    right.set_axisbelow(True)
+    right.legend(loc="upper right", fontsize=9)
     return _png(fig)
 
 
-def _histogram(ax: Any, values: np.ndarray, colour: str) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    lo, hi = float(values.min()), float(values.max())
-    scale = max(abs(lo), abs(hi), 1e-12)
-    if hi - lo <= 1e-4 * scale:
-        # every record moved the same amount (e.g. the NUDGE-N bound is active for all):
-        # binning would split float noise over neighbouring bins, so draw one labelled bar
-        value, pad = float(np.median(values)), max(0.02 * scale, 1e-3)
-        bars = ax.bar([value], [len(values)], width=pad / 12, color=colour)
-        ax.bar_label(
-            bars,
-            labels=[f"all {len(values):,}\nat {value:.4f}"],
-            fontsize=8,
-            padding=3,
-            # opaque, so the γ / √γ line drawn through the bar does not cross the text
-            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
-        )
-        ax.set_xlim(value - pad, value + pad)
-        ax.set_ylim(0, len(values) * 1.3)
-    else:
-        ax.hist(values, bins=min(40, max(10, len(values) // 5)), color=colour)
-    ax.xaxis.set_major_locator(MaxNLocator(5))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of records
-    ax.ticklabel_format(axis="x", useOffset=False)
+def _rank_counts(ranks: np.ndarray) -> list[int]:
+    """How many ranks fall in each of :data:`RANK_BUCKETS`, then beyond the last (0)."""
+    counts = [int(((ranks >= lo) & (ranks <= hi)).sum()) for _, lo, hi in RANK_BUCKETS]
+    return [*counts, int((ranks == 0).sum())]
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, Any]:
@@ -644,19 +782,79 @@ def _png(fig: Any) -> bytes:
 
 
 def _test_metrics(
-    data: EmbeddedDataset, embeddings: Path, progress: ProgressCallback | None
-) -> tuple[dict[str, Any], dict[str, Any]] | str:
-    from nudgekit.workflows.evaluate import evaluate_dataset
-
+    data: EmbeddedDataset,
+    embeddings: Path,
+    changed_rows: np.ndarray,
+    progress: ProgressCallback | None,
+) -> tuple[dict[str, Any], dict[str, Any], QueryChanges] | str:
+    """Test metrics before and after (as ``nudgekit eval``) and their per-query view, from
+    one search of the raw corpus and one of the fitted embeddings; or why there are none."""
     if not data.splits.get("test"):
         return (
             "the dataset has no test split"
             if "test" not in data.splits
             else ("the dataset's test split is empty")
         )
-    raw = evaluate_dataset(data.path, progress=progress)
-    fitted = evaluate_dataset(data.path, embeddings=embeddings, progress=progress)
-    return raw, fitted
+    before, relevance = rank_split(data, "test", depth=_DEPTH, progress=progress)
+    after, _ = rank_split(data, "test", embeddings=embeddings, depth=_DEPTH, progress=progress)
+    ks = (1, 10, _DEPTH)
+    raw, fitted = retrieval_metrics(before, relevance, ks), retrieval_metrics(after, relevance, ks)
+    keep = np.flatnonzero(relevance.counts() > 0)  # the queries the metrics average over
+    before, after, relevance = before[keep], after[keep], relevance.take(keep)
+    pair_before, pair_after = relevant_ranks(before, relevance), relevant_ranks(after, relevance)
+    ids = data.splits["test"]
+    changes = QueryChanges(
+        query_ids=[str(ids[i]) for i in keep],
+        before=per_query_ndcg(before, relevance, 10),
+        after=per_query_ndcg(after, relevance, 10),
+        first_before=_first_rank(pair_before, relevance.query_of_entry(), len(keep)),
+        first_after=_first_rank(pair_after, relevance.query_of_entry(), len(keep)),
+        pair_moved=np.isin(relevance.indices, changed_rows),
+        pair_before=pair_before,
+        pair_after=pair_after,
+    )
+    return raw, fitted, changes
+
+
+def _first_rank(ranks: np.ndarray, query: np.ndarray, n_queries: int) -> np.ndarray:
+    """Per query, the best (smallest non-zero) rank of its relevant records; 0 if none."""
+    best = np.full(n_queries, np.iinfo(np.int64).max)
+    found = ranks > 0
+    np.minimum.at(best, query[found], ranks[found])
+    return np.where(best == np.iinfo(np.int64).max, 0, best)
+
+
+def _example_ids(changes: QueryChanges) -> list[str]:
+    gains, losses = _examples(changes)
+    return [changes.query_ids[i] for i in (*gains, *losses)]
+
+
+def _examples(changes: QueryChanges) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the largest gains and the largest losses (ties: split order)."""
+    delta = changes.delta
+    order = np.argsort(-delta, kind="stable")
+    gains = order[delta[order] > 0][:N_EXAMPLES]
+    order = np.argsort(delta, kind="stable")
+    losses = order[delta[order] < 0][:N_EXAMPLES]
+    return gains, losses
+
+
+def _query_texts(dataset: Path, ids: list[str]) -> dict[str, str]:
+    """Texts of the given query ids from the dataset's ``texts/queries.jsonl`` (BEIR rows,
+    as the bundled sample has), when there is one; ids stand in for texts otherwise."""
+    path = dataset / "texts" / "queries.jsonl"
+    wanted, found = set(ids), {}
+    if not wanted or not path.is_file():
+        return found
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                row = json.loads(line) if line.strip() else None
+                if isinstance(row, dict) and str(row.get("_id")) in wanted:
+                    found[str(row["_id"])] = str(row.get("text", ""))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # texts only decorate the page: a broken file is not the report's failure
+    return found
 
 
 def _distance_bound(fit: Mapping[str, Any]) -> tuple[float, str, str] | None:
@@ -721,6 +919,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else 0.0
+
+
+def _share(hit: np.ndarray) -> str:
+    return f"{100 * float(hit.mean()):.1f} %" if len(hit) else "–"
+
+
+def _rank(rank: int) -> str:
+    return str(int(rank)) if rank > 0 else f"> {_DEPTH}"
+
+
 def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "–"
 
@@ -758,4 +968,4 @@ td.down{color:#c92a2a}
 """
 
 
-__all__ = ["FIGURES", "Movement", "read_fit", "record_movement", "write_report"]
+__all__ = ["FIGURES", "Movement", "QueryChanges", "read_fit", "record_movement", "write_report"]
