@@ -23,6 +23,7 @@ LAYERS = {
     "methods": 2,
     "workflows": 3,
     "cli": 4,
+    "integrations": 4,
 }
 
 

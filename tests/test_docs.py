@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 #: the pages whose snippets are run (each page in its own folder)
-PAGES = ["README.md", "docs/stores.md"]
+PAGES = ["README.md", "docs/stores.md", "docs/integrations.md"]
 
 FENCE = re.compile(r"^```(\w+)\s*$")
 MARK = re.compile(r"<!--\s*(not run|needs):\s*(.+?)\s*-->")

@@ -235,6 +235,12 @@ def test_merge_top_k_values_keeps_the_k_largest_of_both(seed, rows, k, columns, 
     expected = np.sort(xp.top_k_values(np.concatenate([best, scores], axis=1), k), axis=1)
     got = np.sort(xp.merge_top_k_values(best, scores), axis=1)
     np.testing.assert_array_equal(got, expected)
+    # with a floor (the pass's k-th best so far, ``best`` here): folding the block's result
+    # into the running top k gives what folding in every score would
+    empty = np.full_like(best, -np.inf)
+    block = xp.merge_top_k_values(empty, scores, best.min(axis=1))
+    folded = np.sort(xp.top_k_values(np.concatenate([best, block], axis=1), k), axis=1)
+    np.testing.assert_array_equal(folded, expected)
 
 
 @pytest.mark.parametrize("method", [NudgeN, NudgeM])

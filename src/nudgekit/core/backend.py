@@ -68,9 +68,11 @@ class Backend:
             return x
         return np.partition(x, x.shape[1] - k, axis=1)[:, x.shape[1] - k :]
 
-    def merge_top_k_values(self, best: Array, scores: Array) -> Array:
+    def merge_top_k_values(self, best: Array, scores: Array, floor: Any = None) -> Array:
         """``best`` (V × k, each row's k largest values so far, any order) updated with
         ``scores`` (V × n): the k largest of each row of both, in no particular order.
+        With ``floor`` (V,), scores at or below a row's floor may be left out (the k
+        largest of ``best`` and the scores above the floor, padded with -inf).
 
         Only scores above a row's current k-th best can enter, and after the first blocks
         of a pass few do. Each row's columns are dealt into :data:`MERGE_GROUPS` strided
@@ -85,7 +87,10 @@ class Backend:
         main = n - n % width
         if main < 4 * width:  # too few columns for groups to pay
             return self.top_k_values(np.concatenate([best, scores], axis=1), k)
-        threshold = best.min(axis=1)[:, None]
+        threshold = best.min(axis=1)
+        if floor is not None:
+            threshold = np.maximum(threshold, np.asarray(floor, dtype=threshold.dtype))
+        threshold = threshold[:, None]
         grouped = scores[:, :main].reshape(n_rows, main // width, width)  # a view
         row, group = np.nonzero(grouped.max(axis=1) > threshold)
         if 8 * len(row) > n_rows * width:  # the first blocks: most groups gain
@@ -162,8 +167,9 @@ class TorchBackend(Backend):
             return x
         return self.torch.topk(x, k, dim=1, sorted=False).values
 
-    def merge_top_k_values(self, best: Array, scores: Array) -> Array:
-        # one topk over both: on a GPU that beats the ragged bookkeeping of numpy's merge
+    def merge_top_k_values(self, best: Array, scores: Array, floor: Any = None) -> Array:
+        # one topk over both (a floor only allows leaving values out): on a GPU that beats
+        # the ragged bookkeeping of numpy's merge
         return self.top_k_values(self.torch.cat([best, scores], dim=1), best.shape[1])
 
 

@@ -95,8 +95,13 @@ class BlockScanner:
         self.xp = xp if xp is not None else get_backend(None)
         self.q = None if plan.queries is None else self.xp.asarray(plan.queries)
 
-    def scan(self, block: Block) -> BlockResult:
-        """Check and normalise one block, gather its tracked rows, fold in the others."""
+    def scan(self, block: Block, floor: np.ndarray | None = None) -> BlockResult:
+        """Check and normalise one block, gather its tracked rows, fold in the others.
+
+        ``floor`` (V,), optional: each query's k-th best score so far in the pass. The
+        block's top-k may then leave out scores at or below it (padded with -inf), since
+        they cannot reach the pass's top k; that lets the merge skip most of each block.
+        """
         plan, xp = self.plan, self.xp
         raw, norms = checked_rows(block, self.source)
         tracked = plan.tracked_in(block)
@@ -113,7 +118,7 @@ class BlockScanner:
         top = None
         if self.q is not None:
             best = xp.full((self.q.shape[0], plan.k), -np.inf)
-            merge_top_k(xp, self.q, rest, best, plan.query_block)
+            merge_top_k(xp, self.q, rest, best, plan.query_block, floor)
             top = xp.to_numpy(best)
         rows = block.rows[tracked] if block.rows is not None else block.start + tracked
         ids = None if block.ids is None or not plan.by_id else block.ids[tracked]
@@ -168,6 +173,12 @@ class PassCollector:
         self.n_rows = 0
         self.n_blocks = 0
         self._parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
+
+    def floor(self) -> np.ndarray | None:
+        """Each query's k-th best score so far (for :meth:`BlockScanner.scan`)."""
+        if self.best is None or self.plan.k == 1:
+            return None  # k = 1 merges by a row maximum: nothing to skip
+        return self.best.min(axis=1)
 
     def add(self, part: BlockResult, n_blocks: int = 1) -> None:
         """Fold in ``n_blocks`` blocks; ``part.top`` holds their ``(V, k)`` scores side by side."""
@@ -233,7 +244,7 @@ def corpus_pass(
     scanner = BlockScanner(plan, source, get_backend(device))
     collector = PassCollector(plan, source)
     for block in source.blocks(block_rows):
-        collector.add(scanner.scan(block))
+        collector.add(scanner.scan(block, collector.floor()))
         if progress is not None:
             progress(len(block))
     if collector.n_rows != source.n_records:
@@ -243,11 +254,19 @@ def corpus_pass(
     return collector.result({"engine": "local", "workers": 1})
 
 
-def merge_top_k(xp: Backend, queries: Any, rows: np.ndarray, best: Any, query_block: int) -> None:
+def merge_top_k(
+    xp: Backend,
+    queries: Any,
+    rows: np.ndarray,
+    best: Any,
+    query_block: int,
+    floor: np.ndarray | None = None,
+) -> None:
     """Merge the scores of ``rows`` (normalised, float32) into ``best`` (V × k), in place.
 
     ``queries`` and ``best`` live on the backend; ``best`` keeps each query's ``k`` best
-    scores so far, unsorted. Query blocks bound the (block × rows) score matrix.
+    scores so far, unsorted. Query blocks bound the (block × rows) score matrix. Scores
+    at or below ``floor`` (V,) may be left out (see :meth:`BlockScanner.scan`).
     """
     if len(rows) == 0:
         return
@@ -259,7 +278,9 @@ def merge_top_k(xp: Backend, queries: Any, rows: np.ndarray, best: Any, query_bl
         if k == 1:
             best[part, 0] = xp.maximum(best[part, 0], xp.amax(scores, axis=1))
         else:
-            best[part] = xp.merge_top_k_values(best[part], scores)
+            best[part] = xp.merge_top_k_values(
+                best[part], scores, None if floor is None else floor[part]
+            )
 
 
 def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -273,30 +273,66 @@ def _events(
     )
 
 
-def _llama_index(path: Path) -> LabelTexts:
-    """LlamaIndex's ``EmbeddingQAFinetuneDataset.save_json`` output, as plain JSON."""
-    data = _json(path)
-    if not isinstance(data, dict) or not {"queries", "relevant_docs"} <= set(data):
+@dataclass
+class QADataset:
+    """A LlamaIndex ``EmbeddingQAFinetuneDataset``'s content, checked.
+
+    Attributes
+    ----------
+    queries : dict
+        ``{query_id: text}``.
+    corpus : dict
+        ``{doc_id: text}`` (may be empty: a dataset of labels for documents held elsewhere).
+    relevant_docs : dict
+        ``{query_id: [doc ids]}``; every key is a query id.
+    """
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    relevant_docs: dict[str, list[str]]
+
+    def qrels(self) -> dict[str, dict[str, float]]:
+        """``{query_id: {doc_id: 1.0}}`` for the queries that name a document."""
+        return {q: dict.fromkeys(docs, 1.0) for q, docs in self.relevant_docs.items() if docs}
+
+
+def read_qa_dataset(data: Any, where: str = "dataset") -> QADataset:
+    """Check an ``EmbeddingQAFinetuneDataset`` given as its JSON path (``save_json``'s
+    output), as a mapping with its three keys, or as an object with the three attributes
+    (LlamaIndex's own class, which is not imported here). ``where`` names it in errors."""
+    if isinstance(data, str | os.PathLike):
+        where = str(data)
+        data = _json(Path(data))
+    elif not isinstance(data, Mapping) and hasattr(data, "relevant_docs"):
+        data = {key: getattr(data, key, None) for key in ("queries", "corpus", "relevant_docs")}
+    if not isinstance(data, Mapping) or not {"queries", "relevant_docs"} <= set(data):
         raise LabelInputError(
-            f"{path}: expected a LlamaIndex EmbeddingQAFinetuneDataset JSON "
+            f"{where}: expected a LlamaIndex EmbeddingQAFinetuneDataset JSON "
             '({"queries": {id: text}, "corpus": {id: text}, "relevant_docs": {id: [doc ids]}})'
         )
     queries, relevant = data["queries"], data["relevant_docs"]
-    if not isinstance(queries, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in queries.items()
-    ):
-        raise LabelInputError(f"{path}: 'queries' must map query ids to texts")
-    if not isinstance(relevant, dict):
-        raise LabelInputError(f"{path}: 'relevant_docs' must map query ids to lists of doc ids")
-    qrels: dict[str, dict[str, float]] = {}
+    corpus = data.get("corpus") or {}
+    for name, texts in (("queries", queries), ("corpus", corpus)):
+        if not isinstance(texts, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in texts.items()
+        ):
+            raise LabelInputError(f"{where}: {name!r} must map ids to texts")
+    if not isinstance(relevant, Mapping):
+        raise LabelInputError(f"{where}: 'relevant_docs' must map query ids to lists of doc ids")
     for qid, docs in relevant.items():
         if qid not in queries:
-            raise LabelInputError(f"{path}: relevant_docs names query {qid!r}, not in 'queries'")
-        if not isinstance(docs, list) or not all(isinstance(d, str) and d for d in docs):
-            raise LabelInputError(f"{path}: relevant_docs[{qid!r}] must be a list of doc ids")
-        if docs:
-            qrels[qid] = dict.fromkeys(docs, 1.0)
-    return LabelTexts(dict(queries), qrels, source={"format": "llama_index", "file": str(path)})
+            raise LabelInputError(f"{where}: relevant_docs names query {qid!r}, not in 'queries'")
+        if not isinstance(docs, list | tuple) or not all(isinstance(d, str) and d for d in docs):
+            raise LabelInputError(f"{where}: relevant_docs[{qid!r}] must be a list of doc ids")
+    return QADataset(dict(queries), dict(corpus), {q: list(docs) for q, docs in relevant.items()})
+
+
+def _llama_index(path: Path) -> LabelTexts:
+    """LlamaIndex's ``EmbeddingQAFinetuneDataset.save_json`` output, as plain JSON."""
+    dataset = read_qa_dataset(path)
+    return LabelTexts(
+        dataset.queries, dataset.qrels(), source={"format": "llama_index", "file": str(path)}
+    )
 
 
 # -- reading rows --------------------------------------------------------------------------------
