@@ -7,8 +7,12 @@ Model (all seeded, deterministic for a given ``--n``/``--seed``):
 
 * **Corpus** — ``n`` unit rows of dimension ``dim`` (384), clustered so that every record
   has hard negatives: ``n / cluster_size`` random unit centres; record = normalise(centre +
-  ``spread`` · z/√d), z ~ N(0, I). Written in blocks of 65,536 rows into a ``.npy`` made by
-  ``open_memmap`` (mapped one block at a time), so the generator holds about one block
+  ``spread`` · z/√d), z ~ N(0, I). With ``--topics T`` the centres themselves gather around
+  T random unit topics (centre = normalise(topic + ``topic_spread`` · z/√d)): neighbourhoods
+  nest, as in real embeddings, so that an IVF index finds a query's neighbours (the flat
+  default is adversarial for one: every cluster is equally far from every other).
+  Written in blocks of 65,536 rows into a ``.npy`` made by ``open_memmap`` (mapped one
+  block at a time), so the generator holds about one block
   (≈ 100 MB) plus the answers' vectors, ids and qrels: peak RSS 0.66 GB at 1M records.
 * **Answers** — ``answer_frac`` (5 %) of the records, chosen at random, are relevant to
   queries; each is asked for by 1–5 queries (uniform). The other records answer nothing.
@@ -29,6 +33,7 @@ Usage::
 
     python bench/make_synthetic.py --n 100000            # -> bench/out/synth-100k
     python bench/make_synthetic.py --n 1000000           # -> bench/out/synth-1m
+    python bench/make_synthetic.py --n 1000000 --topics 1000 --out bench/out/synth-1m-topics
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ def make_dataset(
     intent: float = 1.5,
     query_noise: float = 1.5,
     max_val: int = 10_000,
+    topics: int = 0,
+    topic_spread: float = 1.0,
 ) -> dict[str, object]:
     """Generate the dataset into ``out_dir``; return the summary written to embed_meta.json."""
     started = time.perf_counter()
@@ -81,9 +88,12 @@ def make_dataset(
 
     # -- corpus, block by block; keep the answer rows for the queries -------------------
     n_clusters = max(1, n // cluster_size)
-    centres = _unit(
-        np.random.default_rng(s_centres).standard_normal((n_clusters, dim), dtype=np.float32)
-    )
+    rng_c = np.random.default_rng(s_centres)
+    centres = _unit(rng_c.standard_normal((n_clusters, dim), dtype=np.float32))
+    if topics:
+        topic = _unit(rng_c.standard_normal((topics, dim), dtype=np.float32))
+        centres *= np.float32(topic_spread) * np.sqrt(np.float32(dim)) * scale
+        centres = _unit(centres + topic[rng_c.integers(topics, size=n_clusters)])
     rng_a = np.random.default_rng(s_answers)
     n_answers = max(1, round(answer_frac * n))
     answer_rows = np.sort(rng_a.choice(n, size=n_answers, replace=False))
@@ -169,6 +179,7 @@ def make_dataset(
             "intent": intent,
             "query_noise": query_noise,
             "max_val": max_val,
+            **({"topics": topics, "topic_spread": topic_spread} if topics else {}),
         },
         "n_answer_records": n_answers,
         "queries_per_answer": [int(per_answer.min()), int(per_answer.max())],
@@ -210,6 +221,8 @@ def main() -> None:
     parser.add_argument("--intent", type=float, default=1.5)
     parser.add_argument("--query-noise", type=float, default=1.5)
     parser.add_argument("--max-val", type=int, default=10_000, help="cap on val and test sizes")
+    parser.add_argument("--topics", type=int, default=0, help="nest the clusters in T topics")
+    parser.add_argument("--topic-spread", type=float, default=1.0)
     parser.add_argument(
         "--out", type=Path, default=None, help="output dir (default bench/out/synth-<n>)"
     )
@@ -224,6 +237,8 @@ def main() -> None:
         intent=args.intent,
         query_noise=args.query_noise,
         max_val=args.max_val,
+        topics=args.topics,
+        topic_spread=args.topic_spread,
     )
     print(f"{out}: {json.dumps(meta)}")
 

@@ -54,6 +54,26 @@ def fit(
     queries: QueriesOption = None,
     qrels: QrelsOption = None,
     model: ModelOption = None,
+    corpus_pass: Annotated[
+        str,
+        typer.Option(
+            "--pass",
+            help="exact (default): score every record; ann: each validation query's "
+            "competitors from a FAISS index, recall checked on a sample (docs/scale.md).",
+        ),
+    ] = "exact",
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            help="--pass ann: a FAISS index file over the corpus rows; built (IVF) and "
+            "saved here when missing."
+        ),
+    ] = None,
+    nprobe: Annotated[int, typer.Option(help="--pass ann: IVF lists searched per query.")] = 32,
+    min_recall: Annotated[
+        float,
+        typer.Option(help="--pass ann: below this sampled recall of the exact top-1, use exact."),
+    ] = 0.9,
     quiet: Quiet = False,
 ) -> None:
     """Fit NUDGE on the train/val splits; write new embeddings and a fit report.
@@ -80,11 +100,22 @@ def fit(
                 val_k=val_k,
                 params=method_params(param),
                 device=device,
-                engine=EngineSettings(engine, ray_address, quiet=quiet),
+                engine=EngineSettings(
+                    engine,
+                    ray_address,
+                    quiet=quiet,
+                    corpus_pass=corpus_pass,
+                    index=None if index is None else str(index),
+                    nprobe=nprobe,
+                    min_recall=min_recall,
+                ),
                 progress=progress,
             )
     except ERRORS as error:
         fail(error)
+    warning = report.get("pass", {}).get("warning")
+    if warning:
+        _app.err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     if not quiet:
         acc = report["validation_accuracy"]
         _app.err.print(

@@ -26,6 +26,7 @@ from nudgekit.core import (
 )
 
 ENGINES = ("local", "ray")
+PASSES = ("exact", "ann")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class EngineSettings:
         Check that ids are unique across a source read by id first (reads the id column).
     quiet : bool
         No Ray progress bars or logs.
+    corpus_pass : {"exact", "ann"}
+        The exact pass (default), or each validation query's fixed top-k from a FAISS
+        index (:mod:`.ann`): ``index`` (a file over the corpus rows; built and saved there
+        when missing), ``nprobe`` (IVF lists searched) and ``min_recall`` (below it, on a
+        sample of queries, the exact pass is used instead).
     """
 
     engine: str = "local"
@@ -54,10 +60,22 @@ class EngineSettings:
     block_rows: int = 8192
     check_ids: bool = True
     quiet: bool = False
+    corpus_pass: str = "exact"
+    index: str | None = None
+    nprobe: int = 32
+    min_recall: float = 0.9
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
+        if self.corpus_pass not in PASSES:
+            raise ValueError(f"unknown pass {self.corpus_pass!r}; choose from {', '.join(PASSES)}")
+        if self.corpus_pass == "ann" and self.engine != "local":
+            raise ValueError("--pass ann runs on the local engine")
+        if self.nprobe < 1:
+            raise ValueError(f"--nprobe must be at least 1, got {self.nprobe}")
+        if not 0.0 <= self.min_recall <= 1.0:
+            raise ValueError(f"--min-recall must be in [0, 1], got {self.min_recall}")
 
 
 def pass_runner(settings: EngineSettings, device: str | None = None) -> PassRunner:
@@ -108,6 +126,13 @@ def pass_runner(settings: EngineSettings, device: str | None = None) -> PassRunn
             result.stats["check_ids_s"] = checked
         return result
 
+    if settings.corpus_pass == "ann":
+        from nudgekit.engines.ann import ann_runner
+
+        return ann_runner(
+            settings.index, nprobe=settings.nprobe, min_recall=settings.min_recall,
+            device=device, block_rows=settings.block_rows,
+        )  # fmt: skip
     return run_ray if settings.engine == "ray" else run_local
 
 
@@ -135,4 +160,4 @@ def fit(
     )
 
 
-__all__ = ["ENGINES", "EngineSettings", "fit", "pass_runner"]
+__all__ = ["ENGINES", "PASSES", "EngineSettings", "fit", "pass_runner"]

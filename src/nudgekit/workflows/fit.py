@@ -208,6 +208,8 @@ def _write_outputs(
             "embeddings": str((out / "embeddings.npy").resolve()),
             "model": data.meta.get("model"),
         }
+    # which corpus pass chose γ: exact, or through an index (with its measured recall)
+    where["pass"] = model.pass_stats_.get("pass", {"kind": "exact"})
     return where
 
 
