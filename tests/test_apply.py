@@ -634,3 +634,28 @@ def test_lancedb_rollback_to_a_version_restores_it_exactly(fast_path, kind):
     assert [r["kind"] for r in store_history(target.spec, table="docs")] == ["apply", "restore"]
     with pytest.raises(ValueError, match="has no version 999"):
         rollback_store(target.spec, table="docs", to_version=999)
+
+
+def test_apply_through_the_stores_own_search_is_the_exact_apply(target, fast_path):
+    # a small store, where the store's own search finds every competitor: the same γ and
+    # vectors as the exact pass, from candidates scored exactly in the one read
+    labels = write_labels(target, fast_path / "labels")
+    report = run(target, labels, corpus_pass="ann")
+    model, want = expected(target, target.corpus, list(range(len(target.problem.train_q))))
+    info = report["pass"]
+    assert info["kind"] == "ann" and info["index"] == "the store's own search"
+    assert info["recall_top1"] == 1.0 and info["n_sample"] == len(target.problem.val_q)
+    assert report["gamma"] == model.gamma_ > 0
+    np.testing.assert_allclose(state(target), want, rtol=0, atol=1e-6)
+    assert store_history(target.spec, table=target.table)[-1]["pass"]["kind"] == "ann"
+
+
+def test_cli_apply_pass_ann_reports_the_pass(fast_path):
+    target = build_store("lancedb", fast_path / "lancedb")
+    labels = write_labels(target, fast_path / "labels")
+    args = ["apply", "--store", target.spec, "--table", "docs", "--labels", str(labels)]
+    result = runner.invoke(app, [*args, "--pass", "ann", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["pass"]["kind"] == "ann"
+    bad = runner.invoke(app, [*args, "--pass", "fast"])
+    assert bad.exit_code == 2 and "unknown pass 'fast'" in bad.stderr

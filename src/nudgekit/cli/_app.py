@@ -157,6 +157,21 @@ def progress_bar(quiet: bool) -> Iterator[Callable[[str, int, int], None] | None
 ERRORS = (ValueError, OSError, ImportError)
 
 
+def pass_summary(info: dict[str, Any]) -> str | None:
+    """One line on an approximate pass (fit.json's / the apply record's ``pass``)."""
+    if "recall_top1" not in info:
+        return None
+    source = info.get("index") or "a FAISS index built in memory"
+    if info.get("index_type"):
+        source = f"{info['index_type']} {source}"
+    lists = f", {info['nprobe']} of {info['nlist']} lists" if info.get("nlist") else ""
+    used = "the exact pass was used" if info.get("fell_back") else "approximate pass kept"
+    return (
+        f"pass: through {source}{lists}; the exact best fixed score found for "
+        f"{info['recall_top1']:.1%} of {info['n_sample']} sampled queries — {used}"
+    )
+
+
 def fail(error: Exception) -> NoReturn:
     # the message is plain text: paths and JSON shapes may hold [brackets]
     err.print(Text.assemble(("error: ", "bold red"), message(error)), soft_wrap=True)

@@ -113,9 +113,12 @@ def fit(
             )
     except ERRORS as error:
         fail(error)
+    summary = _app.pass_summary(report.get("pass", {}))
     warning = report.get("pass", {}).get("warning")
     if warning:
         _app.err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+    elif summary and not quiet:
+        _app.err.print(summary, highlight=False, markup=False, soft_wrap=True)
     if not quiet:
         acc = report["validation_accuracy"]
         _app.err.print(

@@ -26,6 +26,7 @@ from nudgekit.cli._app import (
     labels_source,
     method_params,
     out,
+    pass_summary,
     progress_bar,
 )
 
@@ -102,6 +103,19 @@ def apply(
     device: Annotated[
         str | None, typer.Option(help="cpu (numpy, default), torch, cuda, cuda:N ...")
     ] = None,
+    corpus_pass: Annotated[
+        str,
+        typer.Option(
+            "--pass",
+            help="exact (default): score every record; ann: each validation query's "
+            "competitors from the store's own search (its index), recall checked on a "
+            "sample (docs/scale.md).",
+        ),
+    ] = "exact",
+    min_recall: Annotated[
+        float,
+        typer.Option(help="--pass ann: below this sampled recall of the exact top-1, use exact."),
+    ] = 0.9,
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
@@ -130,6 +144,8 @@ def apply(
                 device=device,
                 dry_run=dry_run,
                 reindex=reindex,
+                corpus_pass=corpus_pass,
+                min_recall=min_recall,
                 progress=progress,
             )
     except ERRORS as error:
@@ -141,6 +157,9 @@ def apply(
         _note(line)
     for warning in report["warnings"]:
         _note(f"warning: {warning}")
+    summary = pass_summary(report.get("pass", {}))
+    if summary and not quiet and not report["pass"].get("warning"):
+        _note(summary)
     if not quiet:
         if dry_run:
             done = f"would write {report['n_written']:,} rows"

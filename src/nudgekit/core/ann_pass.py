@@ -18,19 +18,35 @@ in a fraction of the time. :func:`ann_pass` returns the same :class:`PassResult`
 
 An index's scores are never used, only its candidate rows: re-scoring makes every kept
 score exact, so the pass can only *miss* a fixed competitor, never invent one.
+
+:func:`ivf_pass` is the same pass for an IVF partition (:class:`InvertedLists`: centroids
+and each list's rows), done list by list: each list's rows are read once and scored
+against every query that probes the list and every sampled query in one matrix product,
+so the probes run at BLAS speed and the sample's exact pass costs no second read.
+:func:`streamed_candidate_pass` is the pass for a source read only in order (a store):
+the candidates, given up front, are scored as their rows go by, in the sample's read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from nudgekit.core.backend import Backend
-from nudgekit.core.blocks import ArraySource, checked_rows
-from nudgekit.core.corpus_pass import Advance, PassPlan, PassResult, contains, corpus_pass
+from nudgekit.core.backend import Backend, get_backend
+from nudgekit.core.blocks import ArraySource, Block, BlockSource, checked_rows, normalised_rows
+from nudgekit.core.corpus_pass import (
+    Advance,
+    BlockScanner,
+    PassCollector,
+    PassPlan,
+    PassResult,
+    contains,
+    corpus_pass,
+    merge_top_k,
+)
 
 #: search(queries (B, d) float32 unit rows, n) -> int64 corpus rows (B, n), -1 where none.
 CandidateSearch = Callable[[np.ndarray, int], np.ndarray]
@@ -89,16 +105,274 @@ def ann_pass(
         )
         fixed[part] = best
         short.append(part[missing])
-    found = fixed[chosen]
-    recall_1, recall_k = _recall(found, exact.fixed)  # type: ignore[arg-type]
-    info: dict[str, Any] = {
+    return _finish(
+        source, plan, fixed, chosen, exact, np.concatenate(short), min_recall=min_recall,
+        fallback=fallback, device=device, block_rows=block_rows,
+        info={"over_fetch": over_fetch},
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class InvertedLists:
+    """An IVF partition of the corpus rows: list ``l`` holds ``rows_of(l)``.
+
+    ``centroids`` (nlist, d) float32 pick a query's lists: the largest ``q·c`` (metric
+    ``"ip"``) or the smallest ``‖q − c‖`` (``"l2"``). ``sizes`` (nlist,) are the lists'
+    lengths; ``rows_of(l)`` returns list ``l``'s corpus rows (any order) when asked, so a
+    partition of 10⁸ rows need not sit in memory.
+    """
+
+    centroids: np.ndarray
+    sizes: np.ndarray
+    rows_of: Callable[[int], np.ndarray]
+    metric: str = "ip"
+
+    @classmethod
+    def from_assignment(
+        cls, centroids: np.ndarray, assignment: np.ndarray, metric: str = "ip"
+    ) -> InvertedLists:
+        """The lists of a row → list assignment (N,) held in memory."""
+        assignment = np.asarray(assignment, dtype=np.int64)
+        order = np.argsort(assignment, kind="stable")
+        bounds = np.searchsorted(assignment[order], np.arange(len(centroids) + 1))
+        return cls(
+            np.asarray(centroids, dtype=np.float32), np.diff(bounds),
+            lambda i: order[bounds[i] : bounds[i + 1]], metric,
+        )  # fmt: skip
+
+    @property
+    def nlist(self) -> int:
+        return len(self.centroids)
+
+    def probe(self, queries: np.ndarray, nprobe: int, query_block: int = 1024) -> np.ndarray:
+        """Each query's ``nprobe`` lists (V, nprobe), nearest first is not guaranteed."""
+        nprobe = min(nprobe, self.nlist)
+        out = np.empty((len(queries), nprobe), dtype=np.int64)
+        bias = 0.5 * (self.centroids.astype(np.float64) ** 2).sum(axis=1)
+        for q0 in range(0, len(queries), query_block):
+            scores = queries[q0 : q0 + query_block] @ self.centroids.T
+            if self.metric == "l2":  # argmin ‖q − c‖² = argmax q·c − ‖c‖²/2
+                scores = scores - bias.astype(np.float32)
+            if nprobe < self.nlist:
+                out[q0 : q0 + query_block] = np.argpartition(-scores, nprobe - 1, axis=1)[
+                    :, :nprobe
+                ]
+            else:
+                out[q0 : q0 + query_block] = np.arange(self.nlist)
+        return out
+
+
+def ivf_pass(
+    source: ArraySource,
+    plan: PassPlan,
+    lists: InvertedLists,
+    *,
+    nprobe: int = 32,
+    sample: int = 256,
+    min_recall: float = MIN_RECALL,
+    fallback: bool = True,
+    seed: int = 0,
+    device: str | None = None,
+    block_rows: int = 8192,
+    query_block: int = 1024,
+    progress: Advance | None = None,
+) -> PassResult:
+    """The corpus pass with each query's fixed top-``k`` from its ``nprobe`` lists.
+
+    Every list is read once, in list order (which reads and checks every row), and
+    scored exactly against the queries probing it and the whole sample; the sample's
+    best over all lists is its exact result, its best over its own lists measures
+    the recall (module docstring). The lists must hold every corpus row exactly once.
+    """
+    if plan.by_id or not hasattr(source, "take"):
+        raise ValueError("the approximate pass reads a corpus by row (a corpus.npy dataset)")
+    if plan.queries is None:
+        return corpus_pass(source, plan, device=device, block_rows=block_rows, progress=progress)
+    if not 0.0 <= min_recall <= 1.0:
+        raise ValueError(f"min_recall must be in [0, 1], got {min_recall!r}")
+    n = source.n_records
+    if lists.centroids.ndim != 2 or lists.centroids.shape[1] != source.dim:
+        raise ValueError(
+            f"the index's centroids have shape {lists.centroids.shape}; the corpus has "
+            f"dimension {source.dim}"
+        )
+    if int(np.sum(lists.sizes)) != n:
+        raise ValueError(
+            f"the index's lists hold {int(np.sum(lists.sizes))} rows; the corpus has {n}"
+        )
+    queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
+    n_queries, k = len(queries), plan.k
+    tracked = np.unique(np.asarray(plan.tracked_rows, dtype=np.int64))
+    chosen = np.sort(
+        np.random.default_rng(seed).choice(n_queries, size=min(sample, n_queries), replace=False)
+    )
+    probe = lists.probe(queries, nprobe, query_block)
+    by_list = np.argsort(probe.ravel(), kind="stable")
+    query_of = by_list // probe.shape[1]
+    bounds = np.searchsorted(probe.ravel()[by_list], np.arange(lists.nlist + 1))
+    xp = get_backend(device)
+    dev_queries = xp.asarray(queries)
+    best = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    exact = xp.full((len(chosen), k), -np.inf)
+    sampled = dev_queries[xp.index(chosen)]
+    seen = np.zeros(n, dtype=bool)
+    for i in range(lists.nlist):
+        rows = np.sort(np.asarray(lists.rows_of(i), dtype=np.int64))
+        if len(rows) and (rows[0] < 0 or rows[-1] >= n):
+            outside = int(rows[0] if rows[0] < 0 else rows[-1])
+            raise ValueError(
+                f"the index's list {i} holds id {outside}, not a corpus row (0..{n - 1})"
+            )
+        if seen[rows].any() or (len(rows) > 1 and (rows[1:] == rows[:-1]).any()):
+            raise ValueError(
+                f"the index holds a corpus row twice (list {i}): its ids must be corpus rows"
+            )
+        seen[rows] = True
+        rows = rows[~contains(tracked, rows)]
+        asked = query_of[bounds[i] : bounds[i + 1]]
+        for r0 in range(0, len(rows), block_rows):
+            part = rows[r0 : r0 + block_rows]
+            vectors = normalised_rows(source.take(part), source)
+            both = xp.concat([dev_queries[xp.index(asked)], sampled])
+            top = xp.concat([xp.asarray(best[asked]), exact])
+            merge_top_k(xp, both, vectors, top, query_block)
+            best[asked] = xp.to_numpy(top[: len(asked)])
+            exact = top[len(asked) :]
+            if progress is not None:
+                progress(len(part))
+    if not seen.all():
+        raise ValueError(
+            f"the index's lists leave out {int((~seen).sum())} corpus rows (e.g. row "
+            f"{int(np.argmin(seen))}): its ids must be every corpus row"
+        )
+    taken = source.take(tracked)
+    raw, norms = checked_rows(taken, source)
+    if progress is not None:
+        progress(len(tracked))
+    scanned = PassResult(
+        -np.sort(-xp.to_numpy(exact), axis=1), tracked, None, raw / norms, n,
+        {"engine": "local", "workers": 1},
+    )  # fmt: skip
+    limit = n - len(tracked)
+    short = np.flatnonzero(np.isneginf(best[:, min(k, max(limit, 1)) - 1]))
+    return _finish(
+        source, plan, best, chosen, scanned, short, min_recall=min_recall,
+        fallback=fallback, device=device, block_rows=block_rows,
+        info={"nprobe": int(min(nprobe, lists.nlist)), "nlist": lists.nlist},
+    )  # fmt: skip
+
+
+def streamed_candidate_pass(
+    source: BlockSource,
+    plan: PassPlan,
+    candidates: np.ndarray,
+    *,
+    sample: int = 256,
+    min_recall: float = MIN_RECALL,
+    fallback: bool = True,
+    seed: int = 0,
+    device: str | None = None,
+    block_rows: int = 8192,
+    progress: Advance | None = None,
+) -> PassResult:
+    """The pass with each query's fixed top-``k`` among its ``candidates``, in one read.
+
+    For a source that cannot gather rows (a store read in batches): ``candidates`` (V, n)
+    are each query's nearest records by the store's own index, named like the plan's
+    tracked records (corpus rows, -1 for none; or id bytes, ``b""`` for none). One read
+    of ``source`` runs the exact pass for the sample (and checks every row, gathers the
+    tracked) and scores every (query, candidate) pair exactly as its row goes by.
+    """
+    if plan.queries is None:
+        return corpus_pass(source, plan, device=device, block_rows=block_rows, progress=progress)
+    if not 0.0 <= min_recall <= 1.0:
+        raise ValueError(f"min_recall must be in [0, 1], got {min_recall!r}")
+    queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
+    n_queries = len(queries)
+    candidates = np.asarray(candidates)
+    if candidates.ndim != 2 or len(candidates) != n_queries:
+        raise ValueError(f"candidates have shape {candidates.shape}; expected ({n_queries}, n)")
+    width = candidates.shape[1]
+    tracked = plan.tracked_ids if plan.by_id else plan.tracked_rows
+    keys = candidates.ravel()
+    valid = (keys != b"") if plan.by_id else (keys >= 0)
+    valid &= ~contains(np.asarray(tracked), keys)
+    # a record offered twice to one query counts once
+    order = np.lexsort((keys, np.repeat(np.arange(n_queries), width)))
+    again = np.zeros(len(keys), dtype=bool)
+    again[order[1:]] = keys[order[1:]] == keys[order[:-1]]
+    again[order[1:]] &= order[1:] // width == order[:-1] // width
+    pairs = np.flatnonzero(valid & ~again)
+    by_key = pairs[np.argsort(keys[pairs], kind="stable")]
+    sorted_keys = keys[by_key]
+    scores = np.full(len(keys), -np.inf, dtype=np.float32)
+    chosen = np.sort(
+        np.random.default_rng(seed).choice(n_queries, size=min(sample, n_queries), replace=False)
+    )
+    sample_plan = replace(plan, queries=queries[chosen])
+    scanner = BlockScanner(sample_plan, source, get_backend(device))
+    collector = PassCollector(sample_plan, source)
+    for block in source.blocks(block_rows):
+        collector.add(scanner.scan(block, collector.floor()))
+        names = block.ids if plan.by_id else (
+            block.rows if block.rows is not None else block.start + np.arange(len(block))
+        )  # fmt: skip
+        lo = np.searchsorted(sorted_keys, names, side="left")
+        hi = np.searchsorted(sorted_keys, names, side="right")
+        count = hi - lo
+        if count.any():
+            at = np.repeat(np.arange(len(block)), count)
+            first = np.repeat(lo - np.cumsum(count) + count, count)
+            hit = by_key[first + np.arange(len(at))]
+            # normalised as the scan does (which has checked these rows)
+            raw, norms = checked_rows(Block(block.start, block.vectors[at]), source)
+            scores[hit] = np.einsum("ij,ij->i", queries[hit // width], raw / norms)
+        if progress is not None:
+            progress(len(block))
+    if collector.n_rows != source.n_records:
+        raise RuntimeError(
+            f"the corpus pass read {collector.n_rows} rows, the source holds {source.n_records}"
+        )
+    exact = collector.result({"engine": "local", "workers": 1})
+    grid = scores.reshape(n_queries, width)
+    k = plan.k
+    best = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    top = Backend().top_k_values(grid, k)
+    best[:, : top.shape[1]] = top
+    limit = source.n_records - len(np.asarray(tracked))
+    short = np.flatnonzero(np.isneginf(best[:, min(k, max(limit, 1)) - 1]))
+    return _finish(
+        source, plan, best, chosen, exact, short, min_recall=min_recall,
+        fallback=fallback, device=device, block_rows=block_rows,
+        info={"candidates": width},
+    )  # fmt: skip
+
+
+def _finish(
+    source: BlockSource,
+    plan: PassPlan,
+    fixed: np.ndarray,
+    chosen: np.ndarray,
+    exact: PassResult,
+    short: np.ndarray,
+    *,
+    min_recall: float,
+    fallback: bool,
+    device: str | None,
+    block_rows: int,
+    info: dict[str, Any],
+) -> PassResult:
+    """Recall on the sample; fall back, or fill the sample and the short queries exactly."""
+    queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
+    recall_1, recall_k = _recall(fixed[chosen], exact.fixed)  # type: ignore[arg-type]
+    info = {
         "kind": "ann",
         "recall_top1": recall_1,
-        "k": k,
+        "k": plan.k,
         "recall_at_k": recall_k,
         "n_sample": len(chosen),
         "min_recall": min_recall,
-        "over_fetch": over_fetch,
+        **info,
         "fell_back": False,
         "rows_checked": "all",
     }
@@ -114,9 +388,9 @@ def ann_pass(
                 "warning": message + ": the exact pass was used instead",
             }  # fmt: skip
             return result
-        info["warning"] = message + ": γ may be off (raise nprobe, or use --pass exact)"
+        info["warning"] = message + ": γ may be off (search wider, or use --pass exact)"
     fixed[chosen] = exact.fixed  # type: ignore[index]
-    rest = np.setdiff1d(np.concatenate(short), chosen)
+    rest = np.setdiff1d(short, chosen)
     if len(rest):
         # too few candidates from the index (a small corpus, a sparse probe): exact for these
         again = corpus_pass(source, replace(plan, queries=queries[rest]), device=device,
@@ -125,7 +399,7 @@ def ann_pass(
     info["n_exact_queries"] = len(chosen) + len(rest)
     fixed = -np.sort(-fixed, axis=1)
     stats = {**exact.stats, "engine": "ann", "pass": info}
-    return PassResult(fixed, exact.rows, None, exact.vectors, exact.n_rows, stats)
+    return PassResult(fixed, exact.rows, exact.ids, exact.vectors, exact.n_rows, stats)
 
 
 def _search_block(

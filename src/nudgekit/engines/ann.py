@@ -1,10 +1,14 @@
 """The approximate pass's index: a FAISS file over the corpus rows, given or built here.
 
-``fit --pass ann`` (:func:`nudgekit.core.ann_pass.ann_pass`) asks an index for each
-validation query's candidate rows. The index is a FAISS file whose ids are corpus rows
-(``--index PATH``; any FAISS index type), or, when ``PATH`` does not exist or is not
-given, an ``IndexIVFFlat`` (inner product) built here over the L2-normalised rows and
-saved to ``PATH`` for the next fit. FAISS is the optional extra ``nudgekit[faiss]``.
+``fit --pass ann`` uses a FAISS file whose ids are corpus rows (``--index PATH``; any
+FAISS index type), or, when ``PATH`` does not exist or is not given, an IVF index
+(``IndexIVFScalarQuantizer``, 8-bit, inner product; √N lists) built here over the
+L2-normalised rows and saved to ``PATH`` for the next fit. An IVF index (IVFFlat, IVFPQ,
+IVFSQ …) is used for its partition only — the coarse centroids and each list's ids, read
+through a memory map — and scanned list by list (:func:`nudgekit.core.ann_pass.ivf_pass`);
+any other type (HNSW, a flat index …) answers each query's candidates
+(:func:`nudgekit.core.ann_pass.ann_pass`). For a store, :func:`store_search_runner` takes
+the candidates from the store's own search. FAISS is the optional extra ``nudgekit[faiss]``.
 """
 
 from __future__ import annotations
@@ -12,19 +16,38 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nudgekit.core import ArraySource, BlockSource, PassPlan, PassResult, normalised_rows
-from nudgekit.core.ann_pass import MIN_RECALL, ann_pass
+from nudgekit.core import (
+    ArraySource,
+    BlockSource,
+    PassPlan,
+    PassResult,
+    corpus_pass,
+    id_bytes_of,
+    normalised_rows,
+)
+from nudgekit.core.ann_pass import (
+    MIN_RECALL,
+    InvertedLists,
+    ann_pass,
+    ivf_pass,
+    streamed_candidate_pass,
+)
 
-#: IVF lists per √N, and the lists probed per query (recall ≈ 0.9 on SciFact, man pages)
-LISTS_PER_ROOT = 4
+#: search(queries (V, d) unit rows, n) -> each query's nearest records' ids, best first
+KeySearch = Callable[[np.ndarray, int], list[list[Any]]]
+
+#: IVF lists per √N, and the lists probed per query (bench/ann_pass.py)
+LISTS_PER_ROOT = 1
 NPROBE = 32
-#: training rows per list (FAISS warns below 39)
+#: training rows per list (FAISS warns below 39), and k-means iterations
 TRAIN_PER_LIST = 40
+TRAIN_ITERATIONS = 10
 
 
 def _faiss() -> Any:
@@ -38,15 +61,21 @@ def _faiss() -> Any:
 
 
 def build_ivf(source: ArraySource, nlist: int | None = None, *, block_rows: int = 65536) -> Any:
-    """An ``IndexIVFFlat`` (inner product) over the normalised rows, ids = corpus rows."""
+    """An IVF index (inner product, 8-bit codes) over the normalised rows, ids = rows."""
     faiss = _faiss()
     n = source.n_records
     nlist = nlist or max(1, min(n // TRAIN_PER_LIST, round(LISTS_PER_ROOT * math.sqrt(n))))
     rows = np.sort(
         np.random.default_rng(0).choice(n, size=min(n, nlist * TRAIN_PER_LIST), replace=False)
     )
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(source.dim), source.dim, nlist,
-                               faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+    # 8-bit codes: a usable index (near-exact scores) a quarter of the corpus's size, so
+    # saving it costs a quarter of the time; the pass itself reads only its lists' ids
+    index = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(source.dim), source.dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+        faiss.METRIC_INNER_PRODUCT,
+    )  # fmt: skip
+    index.cp.niter = TRAIN_ITERATIONS
+    index.cp.min_points_per_centroid = 1  # a small corpus trains on all it has, unwarned
     index.train(normalised_rows(source.take(rows), source))
     for block in source.blocks(block_rows):
         index.add(normalised_rows(block, source))
@@ -57,7 +86,10 @@ def load_index(path: str | os.PathLike[str], source: BlockSource) -> Any:
     """A FAISS index file over ``source``'s rows; refuses one of another shape."""
     faiss = _faiss()
     try:
-        index = faiss.read_index(str(path))
+        try:  # an IVF index's lists stay on disk: the pass reads only their ids
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        except RuntimeError:
+            index = faiss.read_index(str(path))
     except RuntimeError as error:
         raise ValueError(f"--index {path}: not a FAISS index file ({error})") from None
     if index.d != source.dim or index.ntotal != source.n_records:
@@ -66,6 +98,31 @@ def load_index(path: str | os.PathLike[str], source: BlockSource) -> Any:
             f"has {source.n_records} of dimension {source.dim} (its ids must be corpus rows)"
         )
     return index
+
+
+def inverted_lists(index: Any) -> InvertedLists | None:
+    """The partition of a FAISS IVF index (None for other types, or a pre-transformed one)."""
+    faiss = _faiss()
+    ivf = faiss.downcast_index(index)
+    if not isinstance(ivf, faiss.IndexIVF):
+        return None  # not IVF, or wrapped (OPQ, PCA, an id map) around one
+    try:
+        centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    except RuntimeError:  # a quantizer that cannot give its centroids back
+        return None
+    invlists = ivf.invlists
+    sizes = np.array([invlists.list_size(i) for i in range(ivf.nlist)], dtype=np.int64)
+
+    def rows_of(i: int) -> np.ndarray:
+        if sizes[i] == 0:
+            return np.empty(0, dtype=np.int64)
+        ids = invlists.get_ids(i)
+        rows = faiss.rev_swig_ptr(ids, int(sizes[i])).astype(np.int64)
+        invlists.release_ids(i, ids)
+        return rows
+
+    metric = "ip" if ivf.metric_type == faiss.METRIC_INNER_PRODUCT else "l2"
+    return InvertedLists(np.asarray(centroids, dtype=np.float32), sizes, rows_of, metric)
 
 
 def ann_runner(
@@ -91,14 +148,21 @@ def ann_runner(
         ivf = _faiss().try_extract_index_ivf(index)
         if ivf is not None:
             ivf.nprobe = int(nprobe)
+        lists = inverted_lists(index)
+        if lists is not None:
+            result = ivf_pass(
+                source, plan, lists, nprobe=nprobe, min_recall=min_recall, device=device,
+                block_rows=block_rows, progress=progress,
+            )  # fmt: skip
+        else:
 
-        def search(queries: np.ndarray, n: int) -> np.ndarray:
-            return index.search(queries, int(n))[1]
+            def search(queries: np.ndarray, n: int) -> np.ndarray:
+                return index.search(queries, int(n))[1]
 
-        result = ann_pass(
-            source, plan, search, min_recall=min_recall, device=device,
-            block_rows=block_rows, progress=progress,
-        )  # fmt: skip
+            result = ann_pass(
+                source, plan, search, min_recall=min_recall, device=device,
+                block_rows=block_rows, progress=progress,
+            )  # fmt: skip
         if built and path is not None:
             # saved only once the pass has read and checked every row: a corpus that
             # fails its checks leaves no index behind
@@ -113,6 +177,7 @@ def ann_runner(
             "index": str(path.resolve()) if path is not None else None,
             "index_built": built,
             "index_type": type(index).__name__,
+            "scan": "by list" if lists is not None else "candidates",
             "nlist": None if ivf is None else int(ivf.nlist),
             "nprobe": None if ivf is None else int(ivf.nprobe),
             "index_s": index_s,
@@ -122,4 +187,48 @@ def ann_runner(
     return run
 
 
-__all__ = ["ann_runner", "build_ivf", "load_index"]
+def store_search_runner(
+    search: KeySearch,
+    *,
+    over_fetch: int = 32,
+    min_recall: float = MIN_RECALL,
+    device: str | None = None,
+    block_rows: int = 8192,
+) -> Any:
+    """``run_pass`` for a store: candidates from its own search, scored in one read.
+
+    ``search`` is the store's (:meth:`nudgekit.stores.VectorStore.search`): each query's
+    ``k + over_fetch`` nearest records by the store's index, as the store's ids; the pass
+    reads the store once (:func:`nudgekit.core.ann_pass.streamed_candidate_pass`).
+    """
+
+    def run(source: BlockSource, plan: PassPlan, progress: Any = None) -> PassResult:
+        if plan.queries is None:
+            return corpus_pass(source, plan, block_rows=block_rows, progress=progress)
+        tick = time.perf_counter()
+        queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
+        answers = search(queries, plan.k + over_fetch)
+        lengths = np.array([len(a) for a in answers], dtype=np.int64)
+        flat = id_bytes_of([key for answer in answers for key in answer])
+        candidates = np.full((len(queries), max(int(lengths.max(initial=0)), 1)), b"",
+                             dtype=flat.dtype)  # fmt: skip
+        starts = np.cumsum(lengths) - lengths
+        at = np.arange(len(flat)) - np.repeat(starts, lengths)
+        candidates[np.repeat(np.arange(len(queries)), lengths), at] = flat
+        search_s = time.perf_counter() - tick
+        result = streamed_candidate_pass(
+            source, plan, candidates, min_recall=min_recall, device=device,
+            block_rows=block_rows, progress=progress,
+        )  # fmt: skip
+        result.stats["pass"] = {
+            **result.stats.get("pass", {"kind": "exact"}),
+            "index": "the store's own search",
+            "over_fetch": over_fetch,
+            "search_s": search_s,
+        }
+        return result
+
+    return run
+
+
+__all__ = ["ann_runner", "build_ivf", "inverted_lists", "load_index", "store_search_runner"]

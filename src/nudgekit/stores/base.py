@@ -170,6 +170,14 @@ class VectorStore(ABC):
         """The embedding model the store's own metadata names, if any."""
         return None
 
+    def search(self, queries: np.ndarray, n: int) -> list[list[Any]]:
+        """Each query's ``n`` nearest rows by the store's own search (its index), as keys.
+
+        The search the store's users run (``apply --pass ann`` takes its candidates from
+        it); ``queries`` (V, d) are float32 unit rows, each answer is best first.
+        """
+        raise StoreError(f"{self.spec} cannot be searched by nudgekit: use --pass exact")
+
     def columns(self) -> dict[str, Any]:
         """The id and vector column names, recorded so later commands need not be told."""
         return {}

@@ -220,6 +220,17 @@ class ChromaStore(VectorStore):
     def metric(self) -> MetricInfo:
         return MetricInfo(_SPACES.get(self._space, self._space), self._space_source)
 
+    def search(self, queries: np.ndarray, n: int) -> list[list[Any]]:
+        found: list[list[Any]] = []
+        with self._errors():
+            for q0 in range(0, len(queries), 1024):
+                part = np.asarray(queries[q0 : q0 + 1024], dtype=np.float32)
+                answer = self.collection.query(
+                    query_embeddings=part, n_results=min(n, self.count()), include=[]
+                )
+                found.extend(list(ids) for ids in answer["ids"])
+        return found
+
     def _read_space(self) -> tuple[str, str]:
         config = self.collection.configuration_json or {}
         for index in ("hnsw", "spann"):

@@ -122,6 +122,10 @@ class FaissStore(VectorStore):
         )
         return {str(k): v for k, v in zip(wanted[found].tolist(), vectors, strict=True)}
 
+    def search(self, queries: np.ndarray, n: int) -> list[list[Any]]:
+        ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), int(n))[1]
+        return [[int(i) for i in row if i >= 0] for row in ids]
+
     def metric(self) -> MetricInfo:
         faiss = self._faiss
         names = {faiss.METRIC_INNER_PRODUCT: "dot", faiss.METRIC_L2: "l2"}

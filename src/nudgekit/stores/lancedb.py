@@ -181,6 +181,31 @@ class LanceDBStore(VectorStore):
     def columns(self) -> dict[str, Any]:
         return {"id_column": self.id_column, "vector_column": self.vector_column}
 
+    def search(self, queries: np.ndarray, n: int) -> list[list[Any]]:
+        # the table's own search (its vector index where it has one, with that index's
+        # metric); many queries per call, answered with their query_index
+        metric = self.metric().name or "cosine"
+        found: list[list[Any]] = [[] for _ in range(len(queries))]
+        for q0 in range(0, len(queries), 512):
+            part = [row for row in np.asarray(queries[q0 : q0 + 512], dtype=np.float32)]
+            query = self.tbl.search(part, vector_column_name=self.vector_column)
+            table = (
+                query.distance_type(metric)
+                .limit(n)
+                .select([self.id_column, "_distance"])
+                .to_arrow()
+            )
+            which = (
+                table.column("query_index").to_numpy()
+                if "query_index" in table.schema.names
+                else np.zeros(table.num_rows, dtype=np.int64)
+            )
+            keys = table.column(self.id_column).to_pylist()
+            distances = table.column("_distance").to_numpy()
+            for i in np.lexsort((distances, which)):
+                found[q0 + int(which[i])].append(keys[i])
+        return found
+
     def metric(self) -> MetricInfo:
         for index in self.tbl.list_indices():
             if list(index.columns) == [self.vector_column]:

@@ -51,6 +51,8 @@ LEDGER_TABLE = "nudgekit_ledger"
 #: Ledger files are split into rows of at most this many bytes (bytea holds up to 1 GB).
 PART_BYTES = 64 << 20
 #: pgvector operator classes → metric names.
+#: the distance operator of each metric (pgvector's <#> is the negative inner product)
+_OPERATORS = {"dot": "<#>", "cosine": "<=>", "l2": "<->"}
 OPCLASSES = {
     "vector_ip_ops": "dot",
     "vector_cosine_ops": "cosine",
@@ -297,6 +299,31 @@ class PgvectorStore(VectorStore):
                 for key, vector in cursor.fetchall():
                     if vector is not None:
                         found[str(key)] = _array(vector).astype(np.float32)
+        return found
+
+    def search(self, queries: np.ndarray, n: int) -> list[list[Any]]:
+        # the table's own ORDER BY vector <op> query LIMIT n, which its HNSW / IVFFlat
+        # index serves, for many queries in one statement
+        operator = _OPERATORS.get(self.metric().name or "cosine", "<=>")
+        sql = self._sql
+        query = sql.SQL(
+            "SELECT q.ord, c.k FROM unnest(%s::text[]) WITH ORDINALITY AS q(v, ord) "
+            "CROSS JOIN LATERAL (SELECT {id} AS k FROM {t} ORDER BY {vec} {op} q.v::vector "
+            "LIMIT %s) c ORDER BY q.ord"
+        ).format(id=self._id, t=self._t, vec=self._vec, op=sql.SQL(operator))
+        found: list[list[Any]] = [[] for _ in range(len(queries))]
+        with self._errors("searching the table"), self.conn.transaction():
+            # an HNSW scan returns at most ef_search rows: let it return n
+            self.conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+                sql.Literal(max(40, min(int(n), 1000)))
+            ))  # fmt: skip
+            for q0 in range(0, len(queries), 1024):
+                texts = [
+                    "[" + ",".join(map(repr, row.tolist())) + "]"
+                    for row in np.asarray(queries[q0 : q0 + 1024], dtype=np.float32)
+                ]
+                for ordinal, key in self.conn.execute(query, [texts, int(n)]).fetchall():
+                    found[q0 + int(ordinal) - 1].append(key)
         return found
 
     def key_of(self, text: str, is_int: bool) -> Any:

@@ -172,6 +172,24 @@ class QdrantStore(VectorStore):
     def columns(self) -> dict[str, Any]:
         return {"vector_column": self.vector_name}
 
+    def search(self, queries: np.ndarray, n: int) -> list[list[Any]]:
+        models = self._models
+        found: list[list[Any]] = []
+        for q0 in range(0, len(queries), 256):
+            requests = [
+                models.QueryRequest(
+                    query=row.tolist(),
+                    limit=n,
+                    using=self.vector_name or None,
+                    with_payload=False,
+                    with_vector=False,
+                )
+                for row in np.asarray(queries[q0 : q0 + 256], dtype=np.float32)
+            ]
+            answers = self.client.query_batch_points(self.table, requests=requests)
+            found.extend([p.id for p in answer.points] for answer in answers)
+        return found
+
     def stored(self, vectors: np.ndarray) -> np.ndarray:
         if self.metric().name != "cosine":
             return vectors

@@ -34,6 +34,8 @@ from nudgekit.core import (
     contains,
     id_bytes_of,
 )
+from nudgekit.engines import PASSES
+from nudgekit.engines.ann import store_search_runner
 from nudgekit.evaluation import TopK, retrieval_metrics
 from nudgekit.io.dataset import EmbeddedDataset
 from nudgekit.io.embedding import same_model
@@ -394,6 +396,8 @@ def apply_to_store(
     dry_run: bool = False,
     reindex: bool = True,
     batch_size: int = 65536,
+    corpus_pass: str = "exact",
+    min_recall: float = 0.9,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a store's vectors with NUDGE and write back only the rows that change.
@@ -427,6 +431,10 @@ def apply_to_store(
         ``table.optimize()``); without it, the record's ``index`` says what is left to do.
     batch_size : int
         Rows per read batch.
+    corpus_pass : {"exact", "ann"}
+        ``ann``: each validation query's competitors from the store's own search (its
+        index), scored exactly in the one read; recall measured on a sample, the exact
+        pass below ``min_recall`` (docs/scale.md).
     progress : callable, optional
         ``progress(phase, done, total)``.
 
@@ -459,7 +467,8 @@ def apply_to_store(
                 store, built, method=method, gamma=gamma, val_k=val_k, params=params,
                 metric=metric,
                 force_metric=force_metric, force_model=force_model, device=device,
-                dry_run=dry_run, reindex=reindex, batch_size=batch_size, progress=progress,
+                dry_run=dry_run, reindex=reindex, batch_size=batch_size,
+                corpus_pass=corpus_pass, min_recall=min_recall, progress=progress,
                 **options,
             )  # fmt: skip
     started = time.perf_counter()
@@ -468,6 +477,10 @@ def apply_to_store(
     estimator = spec.make_estimator(gamma=gamma, val_k=val_k, device=device, params=params)
     if metric is not None and metric not in METRICS:
         raise ValueError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if corpus_pass not in PASSES:
+        raise ValueError(f"unknown pass {corpus_pass!r} (choose from {', '.join(PASSES)})")
+    if not 0.0 <= min_recall <= 1.0:
+        raise ValueError(f"--min-recall must be in [0, 1], got {min_recall!r}")
     labels = load_labels(labels_dir)
     with _opened(store, table, id_column, vector_column) as opened:
         if labels.dim != opened.dim:
@@ -494,14 +507,23 @@ def apply_to_store(
             tick = time.perf_counter()
             source = StoreSource(opened, batch_size)
             problem = _problem(data, estimator.uses_val, source.n_records)
+            run_pass = None
+            if corpus_pass == "ann":
+                run_pass = store_search_runner(
+                    opened.search, min_recall=min_recall, device=device,
+                    block_rows=int(getattr(estimator, "block_rows", 8192)),
+                )  # fmt: skip
             try:
-                estimator.fit_source(source, problem, progress=progress)
+                estimator.fit_source(source, problem, run_pass=run_pass, progress=progress)
             except CorpusError as err:
                 if "is not in the corpus" in str(err):
                     _check_label_ids(labels, opened, source.ids, used)  # names them all
                 raise
             _check_label_ids(labels, opened, source.ids, used)
             timings["read_and_fit"] = time.perf_counter() - tick
+            pass_info = getattr(estimator, "pass_stats_", {}).get("pass", {"kind": "exact"})
+            if pass_info.get("warning"):
+                warnings.append(pass_info["warning"])
             plan = _plan(opened, source, estimator)
             changes = plan.changes
 
@@ -553,6 +575,7 @@ def apply_to_store(
                 "metric": metric_name,
                 "metric_source": metric_source,
                 "metric_forced": bool(force_metric and not spec.unit_norm and metric_name != "dot"),
+                "pass": pass_info,
                 "labels": str(labels.path.resolve()),
                 "test_before": test_before,
                 "test_after": test_after,
