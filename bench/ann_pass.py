@@ -35,7 +35,9 @@ def run(dataset: Path, method: str, nprobe: int, work: Path) -> dict[str, object
     ):
         out = work / name
         record = fit_dataset(dataset, out, method=method, engine=settings)
-        metrics = evaluate_dataset(dataset, embeddings=out / "embeddings.npy", split="test")
+        written = out / "embeddings.npy"  # a Parquet dataset's fit writes changed.parquet
+        written = written if written.exists() else out / "changed.parquet"
+        metrics = evaluate_dataset(dataset, embeddings=written, split="test")
         t = record["timings_s"]
         runs[name] = {
             "gamma": record["gamma"],

@@ -263,23 +263,32 @@ def by_id(corpus: np.ndarray, plan: PassPlan, seed: int):
     return IdSource(corpus, names), PassPlan(plan.queries, plan.k, tracked_ids=tracked), names
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 10_000), st.integers(1, 8), st.integers(0, 120), st.booleans())
-def test_streamed_candidates_from_an_exact_search_give_the_exact_pass(seed, k, n_tracked, ids):
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(0, 10_000),
+    st.integers(1, 8),
+    st.integers(0, 120),
+    st.sampled_from(["rows", "ids", "rows of an id source"]),
+)
+def test_streamed_candidates_from_an_exact_search_give_the_exact_pass(seed, k, n_tracked, named):
     corpus, _, plan = problem(seed, n_tracked=n_tracked, k=k)
     # an exact search that offers the tracked rows too, and asks for a few more than k
     rows = brute(corpus)(plan.queries, k + n_tracked)
     exact = corpus_pass(ArraySource(corpus), plan)
-    if ids:
-        source, plan, names = by_id(corpus, plan, seed)
-        candidates = names[rows]
-    else:
+    by_row = None
+    if named == "rows":
         source, candidates = ArraySource(corpus), rows
-    result = streamed_candidate_pass(source, plan, candidates, sample=9, block_rows=37)
+    else:
+        source, plan, names = by_id(corpus, plan, seed)
+        candidates = names[rows] if named == "ids" else rows
+        by_row = named != "ids"
+    result = streamed_candidate_pass(
+        source, plan, candidates, by_row=by_row, sample=9, block_rows=37
+    )
     np.testing.assert_allclose(result.fixed, exact.fixed, atol=1e-6)
     np.testing.assert_array_equal(result.vectors, exact.vectors)
     assert result.stats["pass"]["kind"] == "ann" and result.stats["pass"]["recall_top1"] == 1.0
-    if ids:  # the tracked records found, in corpus order, as the exact pass by id has them
+    if plan.by_id:  # the tracked records found, in corpus order, as the exact pass by id
         np.testing.assert_array_equal(result.ids, corpus_pass(source, plan).ids)
 
 
@@ -362,6 +371,40 @@ def test_fit_through_a_faiss_index_that_is_not_ivf(tmp_path: Path):
     assert ann["pass"]["kind"] == "ann" and ann["pass"]["scan"] == "candidates"
     assert ann["pass"]["index_type"] == "IndexHNSWFlat" and ann["pass"]["nlist"] is None
     assert ann["gamma"] == exact["gamma"]
+
+
+def test_fit_a_parquet_corpus_through_a_faiss_index(tmp_path: Path):
+    import pyarrow.parquet as pq
+
+    from nudgekit.io.parquet import convert_to_parquet
+
+    data = tmp_path / "pq"
+    convert_to_parquet(sample_dir(), data, shards=3, row_group_rows=300)
+    index = tmp_path / "corpus.faiss"
+    exact = runner.invoke(app, ["fit", str(data), "--out", str(tmp_path / "exact"), "--quiet"])
+    assert exact.exit_code == 0, exact.output
+    records = []
+    for name in ("built", "reused"):
+        result = runner.invoke(
+            app, ["fit", str(data), "--out", str(tmp_path / name), "--pass", "ann", "--index",
+                  str(index), "--nprobe", "1000", "--quiet"],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        records.append(json.loads((tmp_path / name / "fit.json").read_text()))
+    built, reused = records
+    assert built["pass"]["index_built"] and not reused["pass"]["index_built"]
+    assert built["pass"]["kind"] == "ann" and built["pass"]["scan"] == "candidates"
+    assert built["pass"]["recall_top1"] == 1.0  # every list probed: the exact candidates
+    reference = json.loads((tmp_path / "exact" / "fit.json").read_text())
+    assert built["gamma"] == reused["gamma"] == reference["gamma"]
+    want = pq.read_table(tmp_path / "exact" / "changed.parquet").to_pydict()
+    got = pq.read_table(tmp_path / "built" / "changed.parquet").to_pydict()
+    assert got.keys() == want.keys()
+    for column in want:
+        if column == "vector":
+            np.testing.assert_allclose(np.array(got[column]), np.array(want[column]), atol=1e-6)
+        else:
+            assert got[column] == want[column]
 
 
 def test_an_index_of_another_corpus_is_refused(tmp_path: Path):

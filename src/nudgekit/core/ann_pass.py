@@ -267,6 +267,7 @@ def streamed_candidate_pass(
     plan: PassPlan,
     candidates: np.ndarray,
     *,
+    by_row: bool | None = None,
     sample: int = 256,
     min_recall: float = MIN_RECALL,
     fallback: bool = True,
@@ -279,9 +280,11 @@ def streamed_candidate_pass(
 
     For a source that cannot gather rows (a store read in batches): ``candidates`` (V, n)
     are each query's nearest records by the store's own index, named like the plan's
-    tracked records (corpus rows, -1 for none; or id bytes, ``b""`` for none). One read
-    of ``source`` runs the exact pass for the sample (and checks every row, gathers the
-    tracked) and scores every (query, candidate) pair exactly as its row goes by.
+    tracked records (corpus rows, -1 for none; or id bytes, ``b""`` for none), or by
+    corpus row whatever the plan (``by_row=True``: an index over Parquet shards, whose
+    ids are row positions). One read of ``source`` runs the exact pass for the sample
+    (and checks every row, gathers the tracked) and scores every (query, candidate) pair
+    exactly as its row goes by; tracked records are never scored.
     """
     if plan.queries is None:
         return corpus_pass(source, plan, device=device, block_rows=block_rows, progress=progress)
@@ -293,10 +296,12 @@ def streamed_candidate_pass(
     if candidates.ndim != 2 or len(candidates) != n_queries:
         raise ValueError(f"candidates have shape {candidates.shape}; expected ({n_queries}, n)")
     width = candidates.shape[1]
+    by_row = not plan.by_id if by_row is None else by_row
     tracked = plan.tracked_ids if plan.by_id else plan.tracked_rows
     keys = candidates.ravel()
-    valid = (keys != b"") if plan.by_id else (keys >= 0)
-    valid &= ~contains(np.asarray(tracked), keys)
+    valid = (keys >= 0) if by_row else (keys != b"")
+    if by_row != plan.by_id:  # named like the tracked records: drop those now
+        valid &= ~contains(np.asarray(tracked), keys)
     # a record offered twice to one query counts once
     order = np.lexsort((keys, np.repeat(np.arange(n_queries), width)))
     again = np.zeros(len(keys), dtype=bool)
@@ -314,12 +319,13 @@ def streamed_candidate_pass(
     collector = PassCollector(sample_plan, source)
     for block in source.blocks(block_rows):
         collector.add(scanner.scan(block, collector.floor()))
-        names = block.ids if plan.by_id else (
+        names = block.ids if not by_row else (
             block.rows if block.rows is not None else block.start + np.arange(len(block))
         )  # fmt: skip
         lo = np.searchsorted(sorted_keys, names, side="left")
         hi = np.searchsorted(sorted_keys, names, side="right")
         count = hi - lo
+        count[plan.tracked_in(block)] = 0  # a tracked record is no competitor
         if count.any():
             at = np.repeat(np.arange(len(block)), count)
             first = np.repeat(lo - np.cumsum(count) + count, count)

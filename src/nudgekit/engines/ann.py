@@ -24,6 +24,7 @@ import numpy as np
 
 from nudgekit.core import (
     ArraySource,
+    Block,
     BlockSource,
     PassPlan,
     PassResult,
@@ -45,6 +46,8 @@ KeySearch = Callable[[np.ndarray, int], list[list[Any]]]
 #: IVF lists per √N, and the lists probed per query (bench/ann_pass.py)
 LISTS_PER_ROOT = 1
 NPROBE = 32
+#: candidates asked beyond k (tracked records among them are dropped)
+OVER_FETCH = 32
 #: training rows per list (FAISS warns below 39), and k-means iterations
 TRAIN_PER_LIST = 40
 TRAIN_ITERATIONS = 10
@@ -60,14 +63,15 @@ def _faiss() -> Any:
     return faiss
 
 
-def build_ivf(source: ArraySource, nlist: int | None = None, *, block_rows: int = 65536) -> Any:
-    """An IVF index (inner product, 8-bit codes) over the normalised rows, ids = rows."""
+def build_ivf(source: BlockSource, nlist: int | None = None, *, block_rows: int = 65536) -> Any:
+    """An IVF index (inner product, 8-bit codes) over the normalised rows, ids = rows.
+
+    Trained on ``40 × nlist`` rows: drawn at random from a source that gathers rows, every
+    ``N / (40 × nlist)``-th row of one that reads in order (Parquet shards: one more read).
+    """
     faiss = _faiss()
     n = source.n_records
     nlist = nlist or max(1, min(n // TRAIN_PER_LIST, round(LISTS_PER_ROOT * math.sqrt(n))))
-    rows = np.sort(
-        np.random.default_rng(0).choice(n, size=min(n, nlist * TRAIN_PER_LIST), replace=False)
-    )
     # 8-bit codes: a usable index (near-exact scores) a quarter of the corpus's size, so
     # saving it costs a quarter of the time; the pass itself reads only its lists' ids
     index = faiss.IndexIVFScalarQuantizer(
@@ -76,10 +80,25 @@ def build_ivf(source: ArraySource, nlist: int | None = None, *, block_rows: int 
     )  # fmt: skip
     index.cp.niter = TRAIN_ITERATIONS
     index.cp.min_points_per_centroid = 1  # a small corpus trains on all it has, unwarned
-    index.train(normalised_rows(source.take(rows), source))
+    index.train(_training_rows(source, nlist * TRAIN_PER_LIST, block_rows))
     for block in source.blocks(block_rows):
         index.add(normalised_rows(block, source))
     return index
+
+
+def _training_rows(source: BlockSource, count: int, block_rows: int) -> np.ndarray:
+    n = source.n_records
+    if isinstance(source, ArraySource):
+        rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, count), replace=False))
+        return normalised_rows(source.take(rows), source)
+    stride = max(1, n // count)
+    parts = []
+    for block in source.blocks(block_rows):
+        at = np.flatnonzero((block.start + np.arange(len(block))) % stride == 0)
+        ids = None if block.ids is None else block.ids[at]
+        rows = block.start + at
+        parts.append(normalised_rows(Block(block.start, block.vectors[at], ids, rows), source))
+    return np.concatenate(parts)[:count]
 
 
 def load_index(path: str | os.PathLike[str], source: BlockSource) -> Any:
@@ -136,8 +155,6 @@ def ann_runner(
     """``run_pass(source, plan, progress=None)`` through a FAISS index (module docstring)."""
 
     def run(source: BlockSource, plan: PassPlan, progress: Any = None) -> PassResult:
-        if not isinstance(source, ArraySource):
-            raise ValueError("--pass ann reads a corpus.npy dataset (not Parquet shards)")
         tick = time.perf_counter()
         path = Path(index_path) if index_path is not None else None
         built = path is None or not path.exists()
@@ -148,8 +165,20 @@ def ann_runner(
         ivf = _faiss().try_extract_index_ivf(index)
         if ivf is not None:
             ivf.nprobe = int(nprobe)
-        lists = inverted_lists(index)
-        if lists is not None:
+        lists = inverted_lists(index) if isinstance(source, ArraySource) else None
+        if not isinstance(source, ArraySource):
+            # Parquet shards are read in order only: the index's candidates (ids = row
+            # positions in that order) are scored as they go by
+            if plan.queries is None:
+                result = corpus_pass(source, plan, block_rows=block_rows, progress=progress)
+            else:
+                queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
+                rows = index.search(queries, min(plan.k + OVER_FETCH, source.n_records))[1]
+                result = streamed_candidate_pass(
+                    source, plan, rows, by_row=True, min_recall=min_recall, device=device,
+                    block_rows=block_rows, progress=progress,
+                )  # fmt: skip
+        elif lists is not None:
             result = ivf_pass(
                 source, plan, lists, nprobe=nprobe, min_recall=min_recall, device=device,
                 block_rows=block_rows, progress=progress,
@@ -178,6 +207,7 @@ def ann_runner(
             "index_built": built,
             "index_type": type(index).__name__,
             "scan": "by list" if lists is not None else "candidates",
+            **({} if isinstance(source, ArraySource) else {"over_fetch": OVER_FETCH}),
             "nlist": None if ivf is None else int(ivf.nlist),
             "nprobe": None if ivf is None else int(ivf.nprobe),
             "index_s": index_s,

@@ -32,6 +32,9 @@ from nudgekit.stores.base import (
 )
 from nudgekit.stores.ledger import DirectoryFiles, Ledger
 
+#: ``apply --pass ann``: partitions probed, and PQ candidates re-ranked per result
+SEARCH_NPROBES = 32
+SEARCH_REFINE = 4
 #: Columns and table of nudgekit 0.1, which kept its bookkeeping inside the user's table.
 LEGACY_COLUMNS = ("nudgekit_original", "nudgekit_digest", "nudgekit_apply")
 LEGACY_TABLE = "nudgekit_applies"
@@ -185,16 +188,17 @@ class LanceDBStore(VectorStore):
         # the table's own search (its vector index where it has one, with that index's
         # metric); many queries per call, answered with their query_index
         metric = self.metric().name or "cosine"
+        indexed = self._index() is not None
         found: list[list[Any]] = [[] for _ in range(len(queries))]
         for q0 in range(0, len(queries), 512):
             part = [row for row in np.asarray(queries[q0 : q0 + 512], dtype=np.float32)]
             query = self.tbl.search(part, vector_column_name=self.vector_column)
-            table = (
-                query.distance_type(metric)
-                .limit(n)
-                .select([self.id_column, "_distance"])
-                .to_arrow()
-            )
+            query = query.distance_type(metric)
+            if indexed:
+                # candidates, not answers: a wider probe, and PQ's guesses re-ranked on the
+                # full vectors, cost little next to the read and find far more of the best
+                query = query.nprobes(SEARCH_NPROBES).refine_factor(SEARCH_REFINE)
+            table = query.limit(n).select([self.id_column, "_distance"]).to_arrow()
             which = (
                 table.column("query_index").to_numpy()
                 if "query_index" in table.schema.names
