@@ -407,6 +407,15 @@ def test_fit_a_parquet_corpus_through_a_faiss_index(tmp_path: Path):
             assert got[column] == want[column]
 
 
+def test_a_fixed_gamma_needs_no_index(tmp_path: Path):
+    index = tmp_path / "corpus.faiss"
+    args = ["fit", str(sample_dir()), "--gamma", "0.1", "--pass", "ann", "--index", str(index)]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not index.exists()  # nothing searched, so nothing built
+    assert json.loads((tmp_path / "o" / "fit.json").read_text())["pass"] == {"kind": "exact"}
+
+
 def test_an_index_of_another_corpus_is_refused(tmp_path: Path):
     import faiss
 

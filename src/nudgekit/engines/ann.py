@@ -155,6 +155,8 @@ def ann_runner(
     """``run_pass(source, plan, progress=None)`` through a FAISS index (module docstring)."""
 
     def run(source: BlockSource, plan: PassPlan, progress: Any = None) -> PassResult:
+        if plan.queries is None:  # γ given: nothing to search, no index to build
+            return corpus_pass(source, plan, block_rows=block_rows, progress=progress)
         tick = time.perf_counter()
         path = Path(index_path) if index_path is not None else None
         built = path is None or not path.exists()
@@ -169,15 +171,12 @@ def ann_runner(
         if not isinstance(source, ArraySource):
             # Parquet shards are read in order only: the index's candidates (ids = row
             # positions in that order) are scored as they go by
-            if plan.queries is None:
-                result = corpus_pass(source, plan, block_rows=block_rows, progress=progress)
-            else:
-                queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
-                rows = index.search(queries, min(plan.k + OVER_FETCH, source.n_records))[1]
-                result = streamed_candidate_pass(
-                    source, plan, rows, by_row=True, min_recall=min_recall, device=device,
-                    block_rows=block_rows, progress=progress,
-                )  # fmt: skip
+            queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
+            rows = index.search(queries, min(plan.k + OVER_FETCH, source.n_records))[1]
+            result = streamed_candidate_pass(
+                source, plan, rows, by_row=True, min_recall=min_recall, device=device,
+                block_rows=block_rows, progress=progress,
+            )  # fmt: skip
         elif lists is not None:
             result = ivf_pass(
                 source, plan, lists, nprobe=nprobe, min_recall=min_recall, device=device,
