@@ -82,14 +82,9 @@ def ann_pass(
         raise ValueError("the approximate pass reads a corpus by row (a corpus.npy dataset)")
     if plan.queries is None:  # γ fixed: nothing to search
         return corpus_pass(source, plan, device=device, block_rows=block_rows, progress=progress)
-    if not 0.0 <= min_recall <= 1.0:
-        raise ValueError(f"min_recall must be in [0, 1], got {min_recall!r}")
-    queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
+    queries, chosen = _queries_and_sample(plan, min_recall, sample, seed)
     n_queries, k = len(queries), plan.k
     tracked = np.asarray(plan.tracked_rows, dtype=np.int64)
-    chosen = np.sort(
-        np.random.default_rng(seed).choice(n_queries, size=min(sample, n_queries), replace=False)
-    )
     # the exact pass for the sample: reads every row once (checks it, gathers the tracked)
     exact = corpus_pass(
         source, replace(plan, queries=queries[chosen]), device=device,
@@ -188,8 +183,7 @@ def ivf_pass(
         raise ValueError("the approximate pass reads a corpus by row (a corpus.npy dataset)")
     if plan.queries is None:
         return corpus_pass(source, plan, device=device, block_rows=block_rows, progress=progress)
-    if not 0.0 <= min_recall <= 1.0:
-        raise ValueError(f"min_recall must be in [0, 1], got {min_recall!r}")
+    queries, chosen = _queries_and_sample(plan, min_recall, sample, seed)
     n = source.n_records
     if lists.centroids.ndim != 2 or lists.centroids.shape[1] != source.dim:
         raise ValueError(
@@ -200,12 +194,8 @@ def ivf_pass(
         raise ValueError(
             f"the index's lists hold {int(np.sum(lists.sizes))} rows; the corpus has {n}"
         )
-    queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
     n_queries, k = len(queries), plan.k
     tracked = np.unique(np.asarray(plan.tracked_rows, dtype=np.int64))
-    chosen = np.sort(
-        np.random.default_rng(seed).choice(n_queries, size=min(sample, n_queries), replace=False)
-    )
     probe = lists.probe(queries, nprobe, query_block)
     by_list = np.argsort(probe.ravel(), kind="stable")
     query_of = by_list // probe.shape[1]
@@ -288,9 +278,7 @@ def streamed_candidate_pass(
     """
     if plan.queries is None:
         return corpus_pass(source, plan, device=device, block_rows=block_rows, progress=progress)
-    if not 0.0 <= min_recall <= 1.0:
-        raise ValueError(f"min_recall must be in [0, 1], got {min_recall!r}")
-    queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
+    queries, chosen = _queries_and_sample(plan, min_recall, sample, seed)
     n_queries = len(queries)
     candidates = np.asarray(candidates)
     if candidates.ndim != 2 or len(candidates) != n_queries:
@@ -311,9 +299,6 @@ def streamed_candidate_pass(
     by_key = pairs[np.argsort(keys[pairs], kind="stable")]
     sorted_keys = keys[by_key]
     scores = np.full(len(keys), -np.inf, dtype=np.float32)
-    chosen = np.sort(
-        np.random.default_rng(seed).choice(n_queries, size=min(sample, n_queries), replace=False)
-    )
     sample_plan = replace(plan, queries=queries[chosen])
     scanner = BlockScanner(sample_plan, source, get_backend(device))
     collector = PassCollector(sample_plan, source)
@@ -352,6 +337,18 @@ def streamed_candidate_pass(
         fallback=fallback, device=device, block_rows=block_rows,
         info={"candidates": width},
     )  # fmt: skip
+
+
+def _queries_and_sample(
+    plan: PassPlan, min_recall: float, sample: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The plan's queries as float32, and the recall sample: ``sample`` of them, sorted."""
+    if not 0.0 <= min_recall <= 1.0:
+        raise ValueError(f"min_recall must be in [0, 1], got {min_recall!r}")
+    queries = np.ascontiguousarray(plan.queries, dtype=np.float32)
+    n = len(queries)
+    chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    return queries, chosen
 
 
 def _finish(
