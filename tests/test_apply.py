@@ -659,3 +659,28 @@ def test_cli_apply_pass_ann_reports_the_pass(fast_path):
     assert json.loads(result.stdout)["pass"]["kind"] == "ann"
     bad = runner.invoke(app, [*args, "--pass", "fast"])
     assert bad.exit_code == 2 and "unknown pass 'fast'" in bad.stderr
+
+
+@pytest.mark.parametrize("kind", [kind_param("lancedb")])
+def test_apply_pass_ann_through_a_lancedb_ivf_pq_index(fast_path, kind):
+    # the table's IVF_PQ index proposes the candidates (probed wide, re-ranked on the full
+    # vectors); every score is exact, so with all its 2 partitions probed the fit is exact
+    import lancedb
+    from lancedb.index import IvfPq
+
+    from nudgekit.stores.lancedb import LanceDBStore
+
+    target = build_store(kind, fast_path / "a", metric=None)
+    lancedb.connect(target.path).open_table("docs").create_index(
+        "vector", config=IvfPq(distance_type="cosine", num_partitions=2, num_sub_vectors=4)
+    )
+    labels = write_labels(target, fast_path / "labels")
+    with LanceDBStore(target.path, "docs") as store:
+        answers = store.search(target.problem.val_q[:3], 5)
+    assert [len(a) for a in answers] == [5, 5, 5]
+    exact = np.argsort(-(target.corpus @ target.problem.val_q[:3].T), axis=0, kind="stable")
+    assert [a[0] for a in answers] == [target.keys[i] for i in exact[0]]  # re-ranked: exact
+    report = run(target, labels, corpus_pass="ann", dry_run=True)
+    assert report["pass"]["kind"] == "ann" and report["pass"]["recall_top1"] == 1.0
+    model, _ = expected(target, target.corpus, list(range(len(target.problem.train_q))))
+    assert report["gamma"] == model.gamma_

@@ -204,10 +204,11 @@ class LanceDBStore(VectorStore):
                 if "query_index" in table.schema.names
                 else np.zeros(table.num_rows, dtype=np.int64)
             )
-            keys = table.column(self.id_column).to_pylist()
-            distances = table.column("_distance").to_numpy()
-            for i in np.lexsort((distances, which)):
-                found[q0 + int(which[i])].append(keys[i])
+            order = np.lexsort((table.column("_distance").to_numpy(), which))
+            keys = np.asarray(table.column(self.id_column).to_pylist(), dtype=object)[order]
+            counts = np.bincount(which, minlength=len(part))
+            for i, answer in enumerate(np.split(keys, np.cumsum(counts)[:-1])):
+                found[q0 + i] = answer.tolist()
         return found
 
     def metric(self) -> MetricInfo:

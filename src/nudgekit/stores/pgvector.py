@@ -50,9 +50,9 @@ from nudgekit.stores.ledger import Ledger, LedgerError, LedgerFiles
 LEDGER_TABLE = "nudgekit_ledger"
 #: Ledger files are split into rows of at most this many bytes (bytea holds up to 1 GB).
 PART_BYTES = 64 << 20
-#: pgvector operator classes → metric names.
 #: the distance operator of each metric (pgvector's <#> is the negative inner product)
 _OPERATORS = {"dot": "<#>", "cosine": "<=>", "l2": "<->"}
+#: pgvector operator classes → metric names.
 OPCLASSES = {
     "vector_ip_ops": "dot",
     "vector_cosine_ops": "cosine",
